@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Set up a fresh checkout: Python environment, Git and DVC, and the raw notMNIST_small archive.
+# Safe to run again: each step is skipped when already done.
+#   NOTMNIST_ARCHIVE=/path/to/notMNIST_small.tar.gz bash setup.sh   # use a local copy
+set -euo pipefail
+cd "$(dirname "$0")"
+
+URL=http://yaroslavvb.com/upload/notMNIST/notMNIST_small.tar.gz
+ARCHIVE=data/raw/notMNIST_small.tar.gz
+SHARED=../shared/data/notMNIST_small.tar.gz  # the course's (and CI's) shared copy, when present
+PYTHON=${PYTHON:-python3.11}
+
+# 1. Python environment with the pinned dependencies (reinstalled when requirements.txt changes).
+if ! command -v "$PYTHON" >/dev/null; then
+  echo "setup: $PYTHON not found; install Python 3.11 or set PYTHON=/path/to/python3.11" >&2; exit 1
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+if ! cmp -s requirements.txt .venv/.requirements.installed; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  cp requirements.txt .venv/.requirements.installed
+fi
+
+# 2. Git and DVC, with DVC's analytics and update checks off.
+[ -d .git ] || { git init --quiet && git add -A && git -c user.name=setup -c user.email=setup@localhost commit --quiet -m "Initial commit"; }
+[ -d .dvc ] || .venv/bin/dvc init --quiet
+.venv/bin/dvc config core.analytics false
+.venv/bin/dvc config core.check_update false
+
+# 3. The raw archive: NOTMNIST_ARCHIVE, else the shared copy, else the original download.
+if [ ! -s "$ARCHIVE" ]; then
+  mkdir -p data/raw
+  if [ -n "${NOTMNIST_ARCHIVE:-}" ]; then
+    [ -f "$NOTMNIST_ARCHIVE" ] || { echo "setup: NOTMNIST_ARCHIVE=$NOTMNIST_ARCHIVE is not a file" >&2; exit 1; }
+    cp "$NOTMNIST_ARCHIVE" "$ARCHIVE.part"
+  elif [ -f "$SHARED" ]; then
+    cp "$SHARED" "$ARCHIVE.part"
+  elif ! curl -fL --progress-bar -o "$ARCHIVE.part" "$URL"; then
+    rm -f "$ARCHIVE.part"
+    cat >&2 <<MSG
+setup: could not download $URL.
+  Get notMNIST_small.tar.gz (about 8 MB) some other way, then either copy it to $ARCHIVE
+  or run:  NOTMNIST_ARCHIVE=/path/to/notMNIST_small.tar.gz bash setup.sh
+MSG
+    exit 1
+  fi
+  mv "$ARCHIVE.part" "$ARCHIVE"
+fi
+# Track it with DVC (cheap when unchanged: same bytes, same .dvc file).
+.venv/bin/dvc add --quiet "$ARCHIVE"
+echo "setup: ready. Run .venv/bin/dvc repro (or source .venv/bin/activate first)."

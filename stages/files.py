@@ -1,0 +1,142 @@
+"""Reading and writing the files that stages hand over: atomic, checked, and byte-reproducible.
+
+Every output goes through `atomic_path`: written to a temporary file beside the target, flushed
+to disk, then renamed over it, so a killed stage never leaves a half-written file for DVC.
+"""
+
+import contextlib
+import errno
+import io
+import json
+import os
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from stages.cli import PipelineError
+
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+LETTERS = "ABCDEFGHIJ"
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path; on success it replaces `path`, on any failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="".join(path.suffixes))
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide outputs from other users of a shared cache
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise PipelineError(f"no space left on the device while writing {path}; free some disk and rerun") from None
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_bytes(path, data: bytes):
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path, obj):
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_npz(path, **arrays):
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_bytes(path, _fixed_zip_times(buffer.getvalue()))
+
+
+def _fixed_zip_times(data: bytes, rewrite=lambda name, content: content) -> bytes:
+    """The same zip with every entry dated 1980-01-01, so equal content gives equal bytes."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            entry = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = 0o644 << 16
+            target.writestr(entry, rewrite(info.filename, source.read(info.filename)))
+    return out.getvalue()
+
+
+def load_arrays(path, expect):
+    """Load an .npz without pickle and check each array: `expect` maps name -> (dtype, ndim)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found; run the stage that makes it (dvc repro)") from None
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise PipelineError(f"{path} is not a readable .npz without pickle ({error}); rerun the stage that makes it") from None
+    for name, (dtype, ndim) in expect.items():
+        if name not in arrays:
+            raise PipelineError(f"{path}: array '{name}' is missing; rerun the stage that makes it")
+        array = arrays[name]
+        if array.dtype.kind != np.dtype(dtype).kind or array.ndim != ndim:
+            raise PipelineError(
+                f"{path}: array '{name}' is {array.dtype}{list(array.shape)}, expected {np.dtype(dtype)} with {ndim} "
+                "dimensions; the file was edited or is from another version: rerun the stage that makes it")
+    return arrays
+
+
+def check_images_and_labels(path, images, labels):
+    """Refuse images that are not (N, 28, 28[, 1]) or labels outside 0-9, naming the file."""
+    if images.shape[1:3] != IMAGE_SHAPE or len(images) != len(labels):
+        raise PipelineError(f"{path}: images are {list(images.shape)} with {len(labels)} labels; "
+                            "expected (N, 28, 28[, 1]) and one label per image")
+    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise PipelineError(f"{path}: labels must be 0-9 (A-J); found {labels.min()}..{labels.max()}")
+
+
+_SHARED_ID = re.compile(rb'"shared_object_id": \d+')
+
+
+def save_model(model, path):
+    """model.save, made byte-reproducible: fixed zip dates, save date and object ids."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        ids = {}
+
+        def rewrite(name, content):
+            if name == "metadata.json":
+                meta = json.loads(content)
+                meta["date_saved"] = "1980-01-01@00:00:00"
+                return json.dumps(meta, sort_keys=True).encode()
+            if name == "config.json":  # ids come from Python's id(): renumber in order of appearance
+                return _SHARED_ID.sub(lambda m: b'"shared_object_id": %d' % ids.setdefault(m.group(), len(ids)), content)
+            return content
+
+        tmp.write_bytes(_fixed_zip_times(tmp.read_bytes(), rewrite))
+
+
+def load_model(path):
+    """Load a .keras model in safe mode and check it takes (N, 28, 28, 1) and gives 10 classes."""
+    import keras
+
+    if not Path(path).exists():
+        raise PipelineError(f"{path} not found; run `dvc repro` to train it")
+    try:
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    except ValueError as error:
+        if "lambda" in str(error).lower() or "safe_mode" in str(error):
+            raise PipelineError(f"{path} holds a Lambda layer (arbitrary code); refusing to load it in safe mode") from None
+        raise PipelineError(f"{path} is not a loadable Keras model: {error}") from None
+    except (OSError, zipfile.BadZipFile) as error:
+        raise PipelineError(f"{path} is not a loadable Keras model: {error}") from None
+    if tuple(model.input_shape[1:]) != (*IMAGE_SHAPE, 1) or model.output_shape[-1] != NUM_CLASSES:
+        raise PipelineError(f"{path} takes {model.input_shape} and gives {model.output_shape}; "
+                            "expected input (None, 28, 28, 1) and 10 class outputs")
+    return model

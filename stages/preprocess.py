@@ -1,0 +1,115 @@
+"""preprocess: a leak-free, seeded, stratified train/val/test split, scaled to [0, 1].
+
+    python -m stages.preprocess data/interim/images.npz data/processed
+Images that share a font (file name) or identical pixels form one group, and a group never
+straddles two splits, so no glyph in validation or test has a copy in training. Pixel arrays
+found under more than one letter are dropped and counted. Writes data/processed/{train,val,test}.npz
+(x: float32 (N, 28, 28, 1) in [0, 1], y: uint8 labels, names) and summary.json.
+"""
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from stages import params
+from stages.cli import entry_point
+from stages.files import LETTERS, NUM_CLASSES, check_images_and_labels, load_arrays, write_json, write_npz
+
+SPLITS = ("train", "val", "test")
+
+
+def scale(images):
+    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1]: the one scaling every model input gets."""
+    return (np.asarray(images, dtype=np.float32) / 255.0)[..., np.newaxis]
+
+
+def pixel_keys(images):
+    return np.array([hashlib.sha1(image.tobytes()).hexdigest() for image in images])
+
+
+def conflicting(keys, labels):
+    """Mask of images whose exact pixels also appear under another label."""
+    pairs = np.unique(np.stack([np.unique(keys, return_inverse=True)[1], labels]), axis=1)
+    multi = np.flatnonzero(np.bincount(pairs[0]) > 1)
+    return np.isin(np.unique(keys, return_inverse=True)[1], multi)
+
+
+def font_of(names):
+    return np.array([str(name).rsplit("/", 1)[-1] for name in names])
+
+
+def groups(keys, fonts):
+    """Group id per image: connected components of 'same pixels' or 'same font file'."""
+    n = len(keys)
+    key_ids = np.unique(keys, return_inverse=True)[1]
+    font_ids = np.unique(fonts, return_inverse=True)[1] + key_ids.max() + 1
+    nodes = n + font_ids.max() + 1
+    rows = np.concatenate([np.arange(n), np.arange(n)])
+    cols = np.concatenate([n + key_ids, n + font_ids])
+    graph = coo_matrix((np.ones(2 * n), (rows, cols)), shape=(nodes, nodes))
+    return connected_components(graph, directed=False)[1][:n]
+
+
+def assign_splits(group_ids, labels, fractions, seed):
+    """Split index (0 train, 1 val, 2 test) per image; whole groups go greedily, in seeded random
+    order, to the split whose per-class counts lag furthest behind its target (stratified)."""
+    unique_groups, inverse = np.unique(group_ids, return_inverse=True)
+    composition = np.zeros((len(unique_groups), NUM_CLASSES))
+    np.add.at(composition, (inverse, labels), 1)
+    targets = np.outer(fractions, composition.sum(axis=0))  # (splits, classes)
+    counts = np.zeros_like(targets)
+    group_split = np.empty(len(unique_groups), dtype=np.int64)
+    for g in np.random.default_rng(seed).permutation(len(unique_groups)):
+        split = int(np.argmax((targets - counts) @ composition[g]))
+        counts[split] += composition[g]
+        group_split[g] = split
+    return group_split[inverse]
+
+
+def split_dataset(images, labels, names, val_fraction, test_fraction, seed):
+    """-> ({split: (x, y, names)}, summary)."""
+    keys = pixel_keys(images)
+    dropped = conflicting(keys, labels)
+    keep = ~dropped
+    images, labels, names, keys = images[keep], labels[keep], names[keep], keys[keep]
+    fractions = np.array([1 - val_fraction - test_fraction, val_fraction, test_fraction])
+    split_of = assign_splits(groups(keys, font_of(names)), labels, fractions, seed)
+    parts, per_class = {}, {}
+    for index, split in enumerate(SPLITS):
+        mask = split_of == index
+        parts[split] = (scale(images[mask]), labels[mask], names[mask])
+        per_class[split] = {letter: int(np.sum(labels[mask] == i)) for i, letter in enumerate(LETTERS)}
+    summary = {
+        "images_in": int(len(keep)),
+        "dropped_conflicting_labels": int(dropped.sum()),
+        "distinct_pixel_arrays": int(len(np.unique(keys))),
+        "split_sizes": {split: int(len(parts[split][1])) for split in SPLITS},
+        "per_class": per_class,
+    }
+    return parts, summary
+
+
+@entry_point
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    args = parser.parse_args()
+    data = params.load()["data"]
+    arrays = load_arrays(args.images, {"images": (np.uint8, 3), "labels": (np.uint8, 1), "names": (np.str_, 1)})
+    check_images_and_labels(args.images, arrays["images"], arrays["labels"])
+    parts, summary = split_dataset(arrays["images"], arrays["labels"], arrays["names"],
+                                   data["val_fraction"], data["test_fraction"], data["split_seed"])
+    for split, (x, y, names) in parts.items():
+        write_npz(args.out_dir / f"{split}.npz", x=x, y=y, names=names)
+    write_json(args.out_dir / "summary.json", summary)
+    print(f"preprocess: {summary['split_sizes']}, {summary['dropped_conflicting_labels']} dropped "
+          "(same pixels under several letters)")
+
+
+if __name__ == "__main__":
+    main()
