@@ -2,50 +2,48 @@
 
 Every network takes (N, 28, 28, 1) float32 in [0, 1] and ends in Dense(10) + softmax (kept in
 float32 under mixed precision). Presets: mlp (the practical's baseline), cnn (the default),
-vgg (deeper), lenet5; `custom` builds the body from `model.layers`.
+vgg (deeper), lenet5; `custom` builds the hidden layers from `model.layers`.
 """
+
+import re
 
 import keras
 from keras import layers
 
+from stages.cli import PipelineError
 from stages.files import IMAGE_SHAPE, NUM_CLASSES
 
 BN_MOMENTUM = 0.9  # Keras's 0.99 leaves validation numbers meaningless for the first epochs
 
 
-def activation_layer(name, **options):
-    if name == "prelu":
-        return layers.PReLU(shared_axes=[1, 2] if options.get("conv") else None)
+def activate(x, name):
+    """Apply a named activation; the ones with a state or a slope are layers of their own."""
+    if name == "prelu":  # one slope per channel, shared over the image
+        return layers.PReLU(shared_axes=[1, 2] if len(x.shape) > 2 else None)(x)
     if name == "leaky_relu":
-        return layers.LeakyReLU(negative_slope=options.get("negative_slope", 0.1))
+        return layers.LeakyReLU()(x)
     if name == "elu":
-        return layers.ELU()
-    return layers.Activation(name)
+        return layers.ELU()(x)
+    return x if name == "linear" else layers.Activation(name)(x)
 
 
-def _regularizer(value):
+def _l2(value):
     return keras.regularizers.L2(value) if value else None
 
 
-def weighted(kind, model, kernel_initializer=None, kernel_l2=None, bias_l2=None, **spec):
-    """A Dense or Conv2D layer with the shared initialiser and L2 (per-layer values win)."""
-    common = dict(
-        kernel_initializer=kernel_initializer or model["init"],
-        kernel_regularizer=_regularizer(model["l2"] if kernel_l2 is None else kernel_l2),
-        bias_regularizer=_regularizer(model["l2"] if bias_l2 is None else bias_l2),
-    )
-    if kind == "Dense":
-        return layers.Dense(spec["units"], **common)
-    return layers.Conv2D(spec["filters"], spec["kernel_size"], strides=spec.get("strides", 1),
-                         padding=spec.get("padding", "same"), **common)
+def weighted(kind, model, **spec):
+    """A Dense or Conv2D layer with model.init and model.l2, unless `spec` gives its own."""
+    spec = {"kernel_initializer": model["init"], "kernel_l2": model["l2"], "bias_l2": model["l2"], **spec}
+    kernel_l2, bias_l2 = spec.pop("kernel_l2"), spec.pop("bias_l2")
+    return getattr(layers, kind)(kernel_regularizer=_l2(kernel_l2), bias_regularizer=_l2(bias_l2), **spec)
 
 
-def _unit(x, layer, model, conv):
-    """weighted layer -> [BatchNormalization] -> activation, the building block of the presets."""
+def _unit(x, layer, model):
+    """weighted layer -> [BatchNormalization] -> activation: the building block of the presets."""
     x = layer(x)
     if model["batch_norm"]:
         x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
-    return activation_layer(model["activation"], conv=conv)(x)
+    return activate(x, model["activation"])
 
 
 def _dropout(x, rate):
@@ -64,77 +62,78 @@ def augmentation(x, augment):
     return x
 
 
-def mlp(x, model):
-    x = layers.Flatten()(x)
-    for _ in range(model["hidden_layers"]):
-        x = _unit(x, weighted("Dense", model, units=model["hidden_size"]), model, conv=False)
+def dense_layers(x, model, widths):
+    for units in widths:
+        x = _unit(x, weighted("Dense", model, units=units), model)
         x = _dropout(x, model["dropout"])
     return x
 
 
-def conv_blocks(x, model, filters, convs_per_block):
-    for width in filters:
+def conv_blocks(x, model, convs_per_block):
+    """One block per model.filters item: 3x3 convolutions, 2x2 max pooling, dropout."""
+    for width in model["filters"]:
         for _ in range(convs_per_block):
-            x = _unit(x, weighted("Conv2D", model, filters=width, kernel_size=3), model, conv=True)
+            x = _unit(x, weighted("Conv2D", model, filters=width, kernel_size=3, padding="same"), model)
         x = layers.MaxPooling2D(2)(x)
         x = _dropout(x, model["dropout"])
-    x = layers.Flatten()(x)
-    x = _unit(x, weighted("Dense", model, units=model["hidden_size"]), model, conv=False)
-    return _dropout(x, model["dropout"])
+    return layers.Flatten()(x)
+
+
+def mlp(x, model):
+    # the practical's baseline: Flatten, then model.hidden_layers x Dense(model.hidden_size)
+    return dense_layers(layers.Flatten()(x), model, [model["hidden_size"]] * model["hidden_layers"])
 
 
 def cnn(x, model):
-    return conv_blocks(x, model, model["filters"], model["convs_per_block"])
+    return dense_layers(conv_blocks(x, model, model["convs_per_block"]), model, [model["hidden_size"]])
 
 
 def vgg(x, model):
-    # VGG-style: three blocks of three 3x3 convolutions, widths doubling
-    return conv_blocks(x, model, [64, 128, 256], 3)
+    # VGG-style: three convolutions per block and two Dense layers, as in Simonyan & Zisserman
+    return dense_layers(conv_blocks(x, model, 3), model, [model["hidden_size"]] * 2)
 
 
 def lenet5(x, model):
-    # LeCun et al. 1998, with the shared activation, BN and dropout knobs
-    x = _unit(x, weighted("Conv2D", model, filters=6, kernel_size=5, padding="same"), model, conv=True)
+    # LeCun et al. 1998: its own widths (6, 16, 120, 84); the shared activation, BN, dropout, init, l2
+    x = _unit(x, weighted("Conv2D", model, filters=6, kernel_size=5, padding="same"), model)
     x = layers.MaxPooling2D(2)(x)
-    x = _unit(x, weighted("Conv2D", model, filters=16, kernel_size=5, padding="valid"), model, conv=True)
+    x = _unit(x, weighted("Conv2D", model, filters=16, kernel_size=5, padding="valid"), model)
     x = layers.MaxPooling2D(2)(x)
-    x = layers.Flatten()(x)
-    for units in (120, 84):
-        x = _unit(x, weighted("Dense", model, units=units), model, conv=False)
-        x = _dropout(x, model["dropout"])
-    return x
+    return dense_layers(layers.Flatten()(x), model, [120, 84])
+
+
+def custom_layer(x, spec, model):
+    """One validated item of model.layers applied to x. Its keys are Keras's argument names."""
+    spec = dict(spec)
+    kind = spec.pop("type")
+    if kind in ("Dense", "Conv2D"):
+        if kind == "Dense" and len(x.shape) > 2:  # Dense on an image would act per pixel
+            x = layers.Flatten()(x)
+        activation = spec.pop("activation")
+        return activate(weighted(kind, model, **spec)(x), activation)
+    if kind == "Activation":
+        return activate(x, spec["activation"])
+    if kind == "PReLU":
+        return activate(x, "prelu")
+    return getattr(layers, kind)(**spec)(x)
 
 
 def custom(x, model):
-    for spec in model["layers"]:
-        spec = dict(spec)
-        kind = spec.pop("type")
-        if kind in ("Dense", "Conv2D"):
-            if kind == "Dense" and len(x.shape) > 2:
-                x = layers.Flatten()(x)
-            activation = spec.pop("activation")
-            x = weighted(kind, model, **spec)(x)
-            if activation != "linear":
-                x = activation_layer(activation, conv=kind == "Conv2D")(x)
-        elif kind == "Activation":
-            x = activation_layer(spec["activation"], conv=len(x.shape) > 2)(x)
-        elif kind == "LeakyReLU":
-            x = layers.LeakyReLU(negative_slope=spec["negative_slope"])(x)
-        elif kind == "ELU":
-            x = layers.ELU(alpha=spec["alpha"])(x)
-        elif kind == "PReLU":
-            x = layers.PReLU(shared_axes=[1, 2] if len(x.shape) > 2 else None)(x)
-        elif kind == "MaxPooling2D":
-            x = layers.MaxPooling2D(spec["pool_size"])(x)
-        elif kind == "Dropout":
-            x = layers.Dropout(spec["rate"])(x)
-        elif kind == "BatchNormalization":
-            x = layers.BatchNormalization(momentum=spec["momentum"])(x)
-        elif kind == "Flatten":
-            x = layers.Flatten()(x)
-        elif kind == "GlobalAveragePooling2D":
-            x = layers.GlobalAveragePooling2D()(x)
+    for i, spec in enumerate(model["layers"]):
+        try:
+            x = custom_layer(x, spec, model)
+        except ValueError as error:  # e.g. pooling an image that is already 1x1
+            raise PipelineError(f"model.layers.{i} ({spec['type']}) cannot take an input of shape "
+                                f"{tuple(x.shape[1:])}: {_keras_reason(error)}; use fewer pooling layers or "
+                                f"strides, or padding: same") from None
     return layers.Flatten()(x) if len(x.shape) > 2 else x
+
+
+def _keras_reason(error):
+    """The line of a Keras build error that says what is wrong, without its colour codes."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    reasons = [line for line in lines if line and not line.startswith(("Exception encountered", "Arguments", "•"))]
+    return reasons[0] if reasons else type(error).__name__
 
 
 PRESETS = {"mlp": mlp, "cnn": cnn, "vgg": vgg, "lenet5": lenet5, "custom": custom}

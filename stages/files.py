@@ -28,7 +28,7 @@ def atomic_path(path):
     """Yield a temporary path; on success it replaces `path`, on any failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="".join(path.suffixes))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-", suffix="".join(path.suffixes))
     os.close(fd)
     os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide outputs from other users of a shared cache
     try:
@@ -36,6 +36,7 @@ def atomic_path(path):
         with open(tmp, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # make the rename itself survive a crash
     except OSError as error:
         if error.errno == errno.ENOSPC:
             raise PipelineError(f"no space left on the device while writing {path}; free some disk and rerun") from None
@@ -43,6 +44,14 @@ def atomic_path(path):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _fsync_dir(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_bytes(path, data: bytes):
@@ -55,9 +64,16 @@ def write_json(path, obj):
 
 
 def write_npz(path, **arrays):
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    write_bytes(path, _fixed_zip_times(buffer.getvalue()))
+    """np.savez_compressed with every entry dated 1980-01-01, streamed to disk: each array is
+    compressed once and never copied whole (the same bytes as savez + _fixed_zip_times)."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            array = np.asanyarray(array)
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = 0o644 << 16
+            with archive.open(entry, "w", force_zip64=array.nbytes > 1 << 30) as file:
+                np.lib.format.write_array(file, array, allow_pickle=False)
 
 
 def _fixed_zip_times(data: bytes, rewrite=lambda name, content: content) -> bytes:
@@ -73,7 +89,8 @@ def _fixed_zip_times(data: bytes, rewrite=lambda name, content: content) -> byte
 
 
 def load_arrays(path, expect):
-    """Load an .npz without pickle and check each array: `expect` maps name -> (dtype, ndim)."""
+    """Load an .npz without pickle and check each array: `expect` maps name -> (dtype, ndim). Numbers
+    must have exactly that dtype; strings may have any length."""
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
@@ -85,7 +102,9 @@ def load_arrays(path, expect):
         if name not in arrays:
             raise PipelineError(f"{path}: array '{name}' is missing; rerun the stage that makes it")
         array = arrays[name]
-        if array.dtype.kind != np.dtype(dtype).kind or array.ndim != ndim:
+        wanted = np.dtype(dtype)
+        same_type = array.dtype.kind == wanted.kind if wanted.kind == "U" else array.dtype == wanted
+        if not same_type or array.ndim != ndim:
             raise PipelineError(
                 f"{path}: array '{name}' is {array.dtype}{list(array.shape)}, expected {np.dtype(dtype)} with {ndim} "
                 "dimensions; the file was edited or is from another version: rerun the stage that makes it")
@@ -122,10 +141,33 @@ def save_model(model, path):
         tmp.write_bytes(_fixed_zip_times(tmp.read_bytes(), rewrite))
 
 
+def pin_threads(threads=None):
+    """Pin TensorFlow's intra-op thread count before a model runs, so its numbers do not depend on the
+    machine's core count: `threads`, else the count already pinned (setup_tensorflow), else
+    params.yaml's `threads` where there is a valid one, else its default. A no-op, not an error, when
+    TensorFlow has already started with another count."""
+    import tensorflow as tf
+
+    from stages import params
+    from stages.cli import setup_tensorflow
+
+    if threads is None:
+        threads = tf.config.threading.get_intra_op_parallelism_threads()
+    if not threads:
+        try:
+            threads = params.load()["threads"]
+        except PipelineError:  # predict/grade run outside the project: the pipeline's default
+            threads = params.SCHEMA["threads"].default
+    with contextlib.suppress(RuntimeError):
+        setup_tensorflow(threads)
+
+
 def load_model(path):
-    """Load a .keras model in safe mode and check it takes (N, 28, 28, 1) and gives 10 classes."""
+    """Load a .keras model in safe mode and check it takes (N, 28, 28, 1) and gives 10 classes.
+    Pins TensorFlow's threads first (pin_threads), for every caller: evaluate, predict and grade."""
     import keras
 
+    pin_threads()
     if not Path(path).exists():
         raise PipelineError(f"{path} not found; run `dvc repro` to train it")
     try:

@@ -24,7 +24,9 @@ SPLITS = ("train", "val", "test")
 
 def scale(images):
     """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1]: the one scaling every model input gets."""
-    return (np.asarray(images, dtype=np.float32) / 255.0)[..., np.newaxis]
+    x = np.asarray(images).astype(np.float32)  # one float copy, divided in place: half the peak memory
+    x /= 255.0
+    return x[..., np.newaxis]
 
 
 def pixel_keys(images):
@@ -70,27 +72,41 @@ def assign_splits(group_ids, labels, fractions, seed):
     return group_split[inverse]
 
 
-def split_dataset(images, labels, names, val_fraction, test_fraction, seed):
-    """-> ({split: (x, y, names)}, summary)."""
+def split_plan(images, labels, names, val_fraction, test_fraction, seed):
+    """-> (kept: mask of the images used, split_of: split index per kept image, summary)."""
     keys = pixel_keys(images)
     dropped = conflicting(keys, labels)
     keep = ~dropped
-    images, labels, names, keys = images[keep], labels[keep], names[keep], keys[keep]
+    labels, names, keys = labels[keep], names[keep], keys[keep]
     fractions = np.array([1 - val_fraction - test_fraction, val_fraction, test_fraction])
     split_of = assign_splits(groups(keys, font_of(names)), labels, fractions, seed)
-    parts, per_class = {}, {}
-    for index, split in enumerate(SPLITS):
-        mask = split_of == index
-        parts[split] = (scale(images[mask]), labels[mask], names[mask])
-        per_class[split] = {letter: int(np.sum(labels[mask] == i)) for i, letter in enumerate(LETTERS)}
     summary = {
         "images_in": int(len(keep)),
         "dropped_conflicting_labels": int(dropped.sum()),
         "distinct_pixel_arrays": int(len(np.unique(keys))),
-        "split_sizes": {split: int(len(parts[split][1])) for split in SPLITS},
-        "per_class": per_class,
+        "split_sizes": {split: int(np.sum(split_of == index)) for index, split in enumerate(SPLITS)},
+        "per_class": {split: {letter: int(np.sum(labels[split_of == index] == i)) for i, letter in enumerate(LETTERS)}
+                      for index, split in enumerate(SPLITS)},
     }
+    return keep, split_of, summary
+
+
+def split_part(images, labels, names, keep, split_of, index):
+    """(x, y, names) of split `index`, scaled. Made one split at a time, so at most one split's
+    float32 copy exists (the float32 train split is 4x the uint8 images it comes from)."""
+    rows = np.flatnonzero(keep)[split_of == index]
+    return scale(images[rows]), labels[rows], names[rows]
+
+
+def split_dataset(images, labels, names, val_fraction, test_fraction, seed):
+    """-> ({split: (x, y, names)}, summary)."""
+    keep, split_of, summary = split_plan(images, labels, names, val_fraction, test_fraction, seed)
+    parts = {split: split_part(images, labels, names, keep, split_of, index) for index, split in enumerate(SPLITS)}
     return parts, summary
+
+
+def write_split(path, x, y, names):
+    write_npz(path, x=x, y=y, names=names)
 
 
 @entry_point
@@ -102,10 +118,11 @@ def main():
     data = params.load()["data"]
     arrays = load_arrays(args.images, {"images": (np.uint8, 3), "labels": (np.uint8, 1), "names": (np.str_, 1)})
     check_images_and_labels(args.images, arrays["images"], arrays["labels"])
-    parts, summary = split_dataset(arrays["images"], arrays["labels"], arrays["names"],
-                                   data["val_fraction"], data["test_fraction"], data["split_seed"])
-    for split, (x, y, names) in parts.items():
-        write_npz(args.out_dir / f"{split}.npz", x=x, y=y, names=names)
+    images, labels, names = arrays["images"], arrays["labels"], arrays["names"]
+    keep, split_of, summary = split_plan(images, labels, names,
+                                         data["val_fraction"], data["test_fraction"], data["split_seed"])
+    for index, split in enumerate(SPLITS):
+        write_split(args.out_dir / f"{split}.npz", *split_part(images, labels, names, keep, split_of, index))
     write_json(args.out_dir / "summary.json", summary)
     print(f"preprocess: {summary['split_sizes']}, {summary['dropped_conflicting_labels']} dropped "
           "(same pixels under several letters)")

@@ -94,6 +94,19 @@ def fit(model, train, x, y, validation, live):
     return len(history.epoch)
 
 
+def strategy(name):
+    """train.distribute -> a tf.distribute strategy. mirrored: one replica per GPU of this host (or
+    per logical CPU device when there is no GPU); multi_worker: one per host, from TF_CONFIG."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.MirroredStrategy([d.name for d in gpus or tf.config.list_logical_devices("CPU")])
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()  # the default: no distribution
+
+
 @entry_point
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,11 +124,12 @@ def main():
 
     from stages.architectures import build_model
 
-    model = build_model(model_params)
-    model.summary()
-    start = time.perf_counter()
-    with Live(str(LIVE_DIR), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        epochs = fit(model, train, x, y, validation, live)
+    with strategy(train["distribute"]).scope():  # the model and its optimizer are made in the scope
+        model = build_model(model_params)
+        model.summary()
+        start = time.perf_counter()
+        with Live(str(LIVE_DIR), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+            epochs = fit(model, train, x, y, validation, live)
     seconds = time.perf_counter() - start
     save_model(model, args.model_path)
     write_json(TIMING, {"train": {"seconds": round(seconds, 1), "epochs": epochs,

@@ -1,0 +1,308 @@
+"""Benchmarks of the pipeline on this machine; prints a table, asserts nothing.
+
+    python bench/run.py [--quick] [--only extract train dvc determinism]
+
+1. extract: the streaming reader (stages.glyphs.read_glyphs) vs the naive way (untar to disk,
+   then one PIL open per file), on the real archive.
+2. train: the train stage's loop (stages.train.fit: callbacks, DVCLive) with the default model vs
+   a plain Keras script of the practical's shape (model.fit on NumPy arrays), same model, data,
+   batch size and epochs, alternating in one process; float32 and mixed_bfloat16.
+3. DVC overhead: `dvc --version`, `dvc status` and a no-op `dvc repro` in a throw-away project.
+4. determinism: the same training with TensorFlow op determinism on and off.
+5. the default model's multiply-adds per image, the achieved FLOP/s, and the CPU's rough peak.
+Timings swing on a shared machine: runs alternate A/B, and CPU seconds are printed beside wall ones.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+ARCHIVE = Path(os.environ.get("NOTMNIST_ARCHIVE", REPO.parent / "shared/data/notMNIST_small.tar.gz"))
+ROWS = []  # (benchmark, variant, figure, note)
+
+
+def report(benchmark, variant, figure, note=""):
+    ROWS.append((benchmark, variant, figure, note))
+    print(f"  {benchmark}: {variant}: {figure} {note}", flush=True)
+
+
+def clocked(function, *args, **kwargs):
+    """-> (result, wall seconds, CPU seconds of this process, all threads)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+# 1. extract ---------------------------------------------------------------------------------------
+
+def naive_read(archive, folder):
+    """The naive way: unpack every file to disk, then open each PNG with PIL."""
+    from PIL import Image
+
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder, filter="data")
+    images, labels = [], []
+    for path in sorted(Path(folder).rglob("*.png")):
+        try:
+            images.append(np.array(Image.open(path)))
+            labels.append("ABCDEFGHIJ".index(path.parent.name))
+        except OSError:
+            continue
+    return np.stack(images), np.array(labels)
+
+
+def bench_extract(rounds):
+    from stages.glyphs import read_glyphs
+
+    rates = {"naive (untar + PIL per file)": [], "streaming read_glyphs": []}
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as folder:
+            (images, _), wall, cpu = clocked(naive_read, ARCHIVE, folder)
+        rates["naive (untar + PIL per file)"].append((len(images) / wall, len(images) / cpu))
+        glyphs, wall, cpu = clocked(read_glyphs, ARCHIVE, show_progress=False)
+        rates["streaming read_glyphs"].append((len(glyphs.labels) / wall, len(glyphs.labels) / cpu))
+    assert len(images) == len(glyphs.labels)
+    for variant, pairs in rates.items():
+        report("extract", variant, f"{statistics.median(p[0] for p in pairs):,.0f} images/s wall",
+               f"({statistics.median(p[1] for p in pairs):,.0f} per CPU-s, {len(glyphs.labels):,} images, "
+               f"{rounds} runs, median)")
+    naive, stream = (statistics.median(p[0] for p in pairs) for pairs in rates.values())
+    report("extract", "ratio streaming / naive", f"{stream / naive:.1f}x", "(target >= 5x)")
+
+
+# 2, 4, 5. train -----------------------------------------------------------------------------------
+
+def training_data(images):
+    """A stratified slice of the real archive's glyphs, scaled as preprocess does."""
+    from stages.glyphs import read_glyphs
+    from stages.preprocess import scale
+
+    glyphs = read_glyphs(ARCHIVE, show_progress=False)
+    order = np.random.default_rng(0).permutation(len(glyphs.labels))
+    train, val = order[:images], order[images:images + 2000]
+    onehot = np.eye(10, dtype=np.float32)
+    return (scale(glyphs.images[train]), onehot[glyphs.labels[train]]), (scale(glyphs.images[val]),
+                                                                          onehot[glyphs.labels[val]])
+
+
+class EpochClock:
+    """Wall and CPU seconds of each epoch (the first one also traces the graph: left out)."""
+
+    def __init__(self):
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_begin(inner, epoch, logs=None):
+                self.start = (time.perf_counter(), time.process_time())
+
+            def on_epoch_end(inner, epoch, logs=None):
+                self.epochs.append((time.perf_counter() - self.start[0], time.process_time() - self.start[1]))
+
+        self.epochs, self.callback = [], Callback()
+
+    def steady(self):
+        later = self.epochs[1:] or self.epochs
+        return sum(e[0] for e in later), sum(e[1] for e in later), len(later)
+
+
+def settings(precision, epochs):
+    from stages import params
+
+    chosen = params.load(REPO / "params.yaml")
+    chosen["train"].update(precision=precision, epochs=epochs)
+    return chosen
+
+
+def plain_keras(data, validation, chosen, clock):
+    """The practical's main.py shape: build, compile, model.fit on NumPy arrays."""
+    import keras
+
+    from stages.architectures import build_model
+
+    model = build_model(chosen["model"])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    model.fit(*data, batch_size=chosen["train"]["batch_size"], epochs=chosen["train"]["epochs"],
+              validation_data=validation, verbose=0, callbacks=[clock.callback])
+    return model
+
+
+def stage_fit(data, validation, chosen, clock):
+    """stages.train's loop: its optimizer, schedule, callbacks and DVCLive logging."""
+    from dvclive import Live
+
+    from stages import train
+    from stages.architectures import build_model
+
+    model = build_model(chosen["model"])
+    original = train.callbacks
+    train.callbacks = lambda *args: original(*args) + [clock.callback]
+    try:
+        with tempfile.TemporaryDirectory() as folder, open(os.devnull, "w") as quiet:
+            stdout, sys.stdout = sys.stdout, quiet
+            try:
+                with Live(folder, dvcyaml=False, save_dvc_exp=False, report=None) as live:
+                    train.fit(model, chosen["train"], *data, validation, live)
+            finally:
+                sys.stdout = stdout
+    finally:
+        train.callbacks = original
+    return model
+
+
+def one_run(kind, precision, data, validation, epochs, seed=42):
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    keras.mixed_precision.set_dtype_policy(precision)
+    clock = EpochClock()
+    model = kind(data, validation, settings(precision, epochs), clock)
+    keras.mixed_precision.set_dtype_policy("float32")
+    accuracy = float(np.mean(np.argmax(model.predict(validation[0], verbose=0, batch_size=512), 1)
+                             == np.argmax(validation[1], 1)))
+    wall, cpu, counted = clock.steady()
+    return len(data[0]) * counted / wall, len(data[0]) * counted / cpu, accuracy, model
+
+
+def bench_train(rounds, images, epochs):
+    from stages.cli import setup_tensorflow
+
+    setup_tensorflow(2)
+    data, validation = training_data(images)
+    variants = {"plain Keras, float32": (plain_keras, "float32"),
+                "train stage, float32 (default)": (stage_fit, "float32"),
+                "train stage, mixed_bfloat16": (stage_fit, "mixed_bfloat16")}
+    results = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, (kind, precision) in variants.items():
+            *figures, model = one_run(kind, precision, data, validation, epochs)
+            results[name].append(figures)
+    for name, runs in results.items():
+        report("train", name, f"{statistics.median(r[0] for r in runs):,.0f} images/s wall",
+               f"({statistics.median(r[1] for r in runs):,.0f} per CPU-s; val accuracy "
+               f"{statistics.mean(r[2] for r in runs):.3f} after {epochs} epochs on {images:,} images)")
+    rate = {name: statistics.median(r[0] for r in runs) for name, runs in results.items()}
+    cpu = {name: statistics.median(r[1] for r in runs) for name, runs in results.items()}
+    plain = "plain Keras, float32"
+    for name in list(variants)[1:]:
+        report("train", f"ratio {name} / plain", f"{rate[name] / rate[plain]:.2f}x wall",
+               f"({cpu[name] / cpu[plain]:.2f}x per CPU-s; target >= 1.3x)")
+    return model, rate["train stage, float32 (default)"], rate["train stage, mixed_bfloat16"], data, validation
+
+
+def bench_determinism(rounds, data, validation, epochs):
+    import tensorflow as tf
+    from tensorflow.python.framework import config  # disable_op_determinism is not public
+
+    rates = {"on": [], "off": []}
+    for _ in range(rounds):
+        for state in ("on", "off"):
+            (tf.config.experimental.enable_op_determinism if state == "on" else config.disable_op_determinism)()
+            rates[state].append(one_run(stage_fit, "float32", data, validation, epochs)[:2])
+    tf.config.experimental.enable_op_determinism()
+    for state, runs in rates.items():
+        report("determinism", f"op determinism {state}", f"{statistics.median(r[0] for r in runs):,.0f} images/s wall",
+               f"({statistics.median(r[1] for r in runs):,.0f} per CPU-s)")
+    on, off = (statistics.median(r[1] for r in runs) for runs in rates.values())
+    report("determinism", "cost (CPU-s per image, on / off)", f"{off / on:.2f}x")
+
+
+def multiply_adds(model):
+    """Forward multiply-adds per image of the Conv2D and Dense layers (the rest is negligible)."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kernel = layer.kernel.shape  # (kh, kw, in, out)
+            total += int(np.prod(layer.output.shape[1:3])) * int(np.prod(kernel))
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape))
+    return total
+
+
+def cpu_peak():
+    """(cores, GHz, fp32 FLOP/s peak): 2 FMA units x 16 fp32 lanes (AVX-512) x 2 FLOP per FMA per core."""
+    cores = len(os.sched_getaffinity(0))
+    mhz = [float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+           if line.startswith("cpu MHz")]
+    ghz = (max(mhz) if mhz else 3000.0) / 1000
+    return cores, ghz, cores * 2 * 16 * 2 * ghz * 1e9
+
+
+def bench_limits(model, fp32_rate, bf16_rate):
+    macs = multiply_adds(model)
+    cores, ghz, peak = cpu_peak()
+    flops = 6 * macs  # training: forward + twice that backward, 2 FLOP per multiply-add
+    report("limits", "default model", f"{macs / 1e6:.1f} M multiply-adds per image forward",
+           f"(~{flops / 1e6:.0f} MFLOP per training image)")
+    report("limits", "CPU fp32 peak", f"{peak / 1e9:.0f} GFLOP/s",
+           f"({cores} cores x 2 FMA x 16 lanes x 2 FLOP x {ghz:.1f} GHz nominal; AMX bf16 peak is ~16x that)")
+    for name, rate in (("float32", fp32_rate), ("mixed_bfloat16", bf16_rate)):
+        report("limits", f"achieved, train stage {name}", f"{rate * flops / 1e9:.0f} GFLOP/s",
+               f"({rate * flops / peak:.0%} of the fp32 peak)")
+
+
+# 3. DVC -------------------------------------------------------------------------------------------
+
+def timed_command(args, cwd):
+    from conftest import run
+
+    start = time.perf_counter()
+    run(args, cwd)
+    return time.perf_counter() - start
+
+
+def bench_dvc(rounds):
+    from conftest import make_project, real_members, run
+
+    with tempfile.TemporaryDirectory() as folder:
+        project = make_project(Path(folder) / "project", real_members(per_class=10, archive=ARCHIVE))
+        run(["dvc", "repro"], project)
+        commands = {"dvc --version": ["dvc", "--version"], "dvc status (up to date)": ["dvc", "status"],
+                    "dvc repro (no-op)": ["dvc", "repro"]}
+        times = {name: [] for name in commands}
+        for _ in range(rounds):
+            for name, args in commands.items():
+                times[name].append(timed_command(args, project))
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    for name, seconds in medians.items():
+        report("dvc", name, f"{seconds:.2f} s wall", f"(median of {rounds})")
+    startup = medians["dvc --version"]
+    report("dvc", "no-op repro beyond start-up", f"{medians['dvc repro (no-op)'] - startup:.2f} s", "(target < 2 s)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer images and rounds (about 3 minutes)")
+    parser.add_argument("--only", nargs="+", default=["extract", "train", "dvc", "determinism"])
+    args = parser.parse_args()
+    rounds, images, epochs = (1, 2048, 2) if args.quick else (3, 6144, 3)
+    print(f"machine: {os.cpu_count()} cores; load before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if "extract" in args.only:
+        bench_extract(rounds)
+    if "dvc" in args.only:
+        bench_dvc(rounds + 2)
+    if "train" in args.only:
+        model, fp32, bf16, data, validation = bench_train(rounds, images, epochs)
+        bench_limits(model, fp32, bf16)
+        if "determinism" in args.only:
+            bench_determinism(rounds, data, validation, epochs)
+    print(f"\nload after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print("| benchmark | variant | figure | note |\n|---|---|---|---|")
+    for row in ROWS:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

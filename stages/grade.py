@@ -1,0 +1,78 @@
+"""grade: score any saved model on any labelled archive in the notMNIST layout.
+
+    python -m stages.grade models/model.keras path/to/archive.tar.gz --out grade.json
+    python -m stages.grade models/model.keras path/to/folder        # prints the JSON
+
+The source is a tar.gz or a folder holding <root>/A/*.png ... J/*.png. Glyphs are decoded
+(stages.glyphs) and scaled (stages.preprocess.scale) exactly as the pipeline does, and scored
+with evaluate's own functions. Members that cannot be decoded are skipped and counted, with
+their reasons, in the report. Letters with no image are allowed (their recall is 0 of 0).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from stages.cli import PipelineError, entry_point, quiet_tensorflow
+from stages.evaluate import confusion, per_class, scores
+from stages.files import LETTERS, load_model, write_json
+from stages.glyphs import read_glyphs
+from stages.preprocess import scale
+
+BATCH_SIZE = 512
+
+
+def grade(model, glyphs, batch_size=BATCH_SIZE):
+    """A report dict: accuracy, loss, per-class precision/recall/F1, 10x10 confusion, skipped members."""
+    labels = glyphs.labels.astype(np.int64)
+    probabilities = model.predict(scale(glyphs.images), batch_size=batch_size, verbose=0)
+    predicted = probabilities.argmax(axis=1)
+    return {
+        **scores(probabilities, labels),
+        "per_class": per_class(predicted, labels),
+        "confusion": {"letters": LETTERS, "rows_actual_columns_predicted": confusion(predicted, labels)},
+        "skipped": len(glyphs.skipped),
+        "skipped_members": glyphs.skipped,
+    }
+
+
+def summary(report):
+    """A few lines for people: overall numbers, then the worst letters by recall."""
+    lines = [f"grade: accuracy {report['accuracy']:.4f}, loss {report['loss']:.4f} on {report['images']} images "
+             f"({report['skipped']} skipped: undecodable or outside A-J)"]
+    present = [row for row in report["per_class"] if row["support"]]
+    for row in sorted(present, key=lambda row: (row["recall"], row["letter"]))[:3]:
+        lines.append(f"  lowest recall: {row['letter']} {row['recall']:.3f} ({row['support']} images)")
+    return "\n".join(lines)
+
+
+@entry_point
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_path", type=Path)
+    parser.add_argument("source", type=Path, help="tar.gz or folder in the notMNIST layout (<root>/A..J/*.png)")
+    parser.add_argument("--out", type=Path, help="write the JSON report here (default: print it)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    args = parser.parse_args()
+    if args.batch_size < 1:
+        raise PipelineError(f"--batch-size {args.batch_size}: must be 1 or more")
+    if not args.model_path.is_file():  # before the slow part: reading images, loading TensorFlow
+        raise PipelineError(f"{args.model_path} not found; train one with `dvc repro` or give a .keras file")
+    glyphs = read_glyphs(args.source, require_all_letters=False)  # read first: a bad archive fails before TF loads
+    quiet_tensorflow()
+    report = {"model": str(args.model_path), "source": str(args.source),
+              **grade(load_model(args.model_path), glyphs, args.batch_size)}
+    if args.out:
+        write_json(args.out, report)
+        print(summary(report) + f"\nwrote {args.out}")
+    else:
+        json.dump(report, sys.stdout, indent=2, sort_keys=True)
+        print()
+        print(summary(report), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Every network params.yaml can describe builds and trains a step: presets, each custom layer type,
+activation and initialiser, each optimiser and learning-rate schedule."""
+
+import math
+
+import numpy as np
+import pytest
+
+from stages import params
+from stages.cli import PipelineError
+from stages.train import callbacks, fit, learning_rate, optimizer
+
+import keras  # noqa: E402  (after stages.train, which quiets TensorFlow first)
+
+from stages.architectures import build_model  # noqa: E402
+
+NO_AUGMENT = {"shift": 0.0, "rotation": 0.0, "zoom": 0.0}
+
+
+def settings(model=None, train=None):
+    """Validated params: the schema defaults, tiny widths, no augmentation, then the overrides."""
+    tiny = {"filters": [2, 3], "hidden_size": 5, "convs_per_block": 1, "augment": NO_AUGMENT}
+    return params.validate({"model": {**tiny, **(model or {})}, "train": train or {}})
+
+
+def images(count=8, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((count, 28, 28, 1), dtype=np.float32)
+    return x, keras.utils.to_categorical(rng.integers(0, 10, count), 10)
+
+
+def train_one_step(model, compiled_with="adam"):
+    """Compile, take one training step on a handful of random images; returns the loss."""
+    model.compile(optimizer=compiled_with, loss="categorical_crossentropy")
+    x, y = images()
+    loss = float(model.train_on_batch(x, y))
+    assert math.isfinite(loss)
+    return loss
+
+
+def layer_kinds(model):
+    return [layer.__class__.__name__ for layer in model.layers]
+
+
+def custom_model(layers, **model):
+    return build_model(settings({"architecture": "custom", "layers": layers, **model})["model"])
+
+
+def test_mlp_preset_is_the_practicals_baseline_with_118282_parameters():
+    model = build_model(settings({"architecture": "mlp", "hidden_size": 128, "hidden_layers": 2, "dropout": 0,
+                                  "batch_norm": False, "activation": "sigmoid"})["model"])
+    trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    assert trainable == 118_282
+    assert layer_kinds(model) == ["InputLayer", "Flatten", "Dense", "Activation", "Dense", "Activation",
+                                  "Dense", "Activation"]
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.units for layer in dense] == [128, 128, 10]
+    assert model.layers[-1].activation is keras.activations.softmax
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "cnn", "vgg", "lenet5"])
+def test_preset_reads_the_shared_knobs_and_trains(architecture):
+    knobs = {"architecture": architecture, "dropout": 0.2, "activation": "tanh", "l2": 0.01,
+             "init": "glorot_uniform", "batch_norm": True}
+    model = build_model(settings(knobs)["model"])
+    weighted = [layer for layer in model.layers if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
+    assert all(isinstance(layer.kernel_initializer, keras.initializers.GlorotUniform) for layer in weighted)
+    assert all(math.isclose(layer.kernel_regularizer.l2, 0.01) for layer in weighted)
+    assert all(math.isclose(layer.bias_regularizer.l2, 0.01) for layer in weighted)
+    assert {layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)} == {0.2}
+    assert "BatchNormalization" in layer_kinds(model)
+    hidden_activations = {layer.activation.__name__ for layer in model.layers[:-1]
+                          if isinstance(layer, keras.layers.Activation)}
+    assert hidden_activations == {"tanh"}
+    if architecture != "lenet5":  # LeNet-5's widths are part of its definition
+        assert 5 in [layer.units for layer in weighted if isinstance(layer, keras.layers.Dense)]
+    if architecture in ("cnn", "vgg"):
+        assert {layer.filters for layer in weighted if isinstance(layer, keras.layers.Conv2D)} == {2, 3}
+    train_one_step(model)
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "cnn", "vgg", "lenet5"])
+def test_preset_without_dropout_or_batch_norm_has_neither(architecture):
+    model = build_model(settings({"architecture": architecture, "dropout": 0, "batch_norm": False})["model"])
+    assert not {"Dropout", "BatchNormalization"} & set(layer_kinds(model))
+
+
+def test_custom_network_uses_every_layer_type_and_trains():
+    model = custom_model([
+        {"type": "Conv2D", "filters": 3, "kernel_size": 5, "strides": 1, "padding": "same"},
+        {"type": "BatchNormalization"},
+        {"type": "LeakyReLU", "negative_slope": 0.1},
+        {"type": "Conv2D", "filters": 4, "kernel_size": 3, "strides": 2, "padding": "valid"},
+        {"type": "PReLU"},
+        {"type": "MaxPooling2D", "pool_size": 2},
+        {"type": "Dropout", "rate": 0.3},
+        {"type": "ELU", "alpha": 0.5},
+        {"type": "Activation", "activation": "tanh"},
+        {"type": "GlobalAveragePooling2D"},
+        {"type": "Flatten"},
+        {"type": "Dense", "units": 6, "activation": "relu"},
+    ])
+    assert set(params.LAYERS) <= set(layer_kinds(model))
+    conv = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [(c.filters, c.kernel_size, c.strides, c.padding) for c in conv] == [
+        (3, (5, 5), (1, 1), "same"), (4, (3, 3), (2, 2), "valid")]
+    assert model.get_layer(index=layer_kinds(model).index("MaxPooling2D")).output.shape[1:3] == (6, 6)
+    train_one_step(model)
+
+
+@pytest.mark.parametrize("activation", params.ACTIVATIONS)
+def test_every_activation_builds_after_conv_and_dense_and_trains(activation):
+    model = custom_model([{"type": "Conv2D", "filters": 2, "activation": activation},
+                          {"type": "Dense", "units": 4, "activation": activation}])
+    added = [kind for kind in layer_kinds(model)[:-1] if kind in ("Activation", "LeakyReLU", "PReLU", "ELU")]
+    assert len(added) == (0 if activation == "linear" else 2)
+    train_one_step(model)
+
+
+def test_every_initializer_builds_and_trains():
+    model = custom_model([{"type": "Dense", "units": 4, "kernel_initializer": name} for name in params.INITIALIZERS])
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][:-1]
+    for layer, name in zip(dense, params.INITIALIZERS, strict=True):
+        assert type(layer.kernel_initializer) is type(keras.initializers.get(name))
+    train_one_step(model, compiled_with=keras.optimizers.SGD(0.01))
+
+
+def test_layer_l2_and_initializer_override_the_model_wide_values():
+    model = custom_model([{"type": "Dense", "units": 4, "kernel_l2": 0.5, "bias_l2": 0.0,
+                           "kernel_initializer": "orthogonal"},
+                          {"type": "Dense", "units": 4}], l2=0.01, init="lecun_normal")
+    own, shared, output = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert math.isclose(own.kernel_regularizer.l2, 0.5) and own.bias_regularizer is None
+    assert isinstance(own.kernel_initializer, keras.initializers.Orthogonal)
+    for layer in (shared, output):
+        assert math.isclose(layer.kernel_regularizer.l2, 0.01) and math.isclose(layer.bias_regularizer.l2, 0.01)
+        assert isinstance(layer.kernel_initializer, keras.initializers.LecunNormal)
+    assert len(model.losses) == 5  # 2 + 1 + 2 penalties: the zero bias L2 adds none
+
+
+def test_custom_network_that_shrinks_the_image_to_nothing_names_the_layer():
+    with pytest.raises(PipelineError, match=r"model\.layers\.1 \(MaxPooling2D\) cannot take an input of shape"):
+        custom_model([{"type": "MaxPooling2D", "pool_size": 28}, {"type": "MaxPooling2D"}])
+
+
+# Each optimiser is paired with a schedule so that all of both are covered in five runs.
+@pytest.mark.parametrize("train", [
+    {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "schedule": "constant"},
+    {"optimizer": "adam", "schedule": "step"},
+    {"optimizer": "rmsprop", "momentum": 0.5, "schedule": "exponential"},
+    {"optimizer": "sgd", "schedule": "cosine"},
+    {"optimizer": "rmsprop", "schedule": "plateau"},
+])
+def test_every_optimizer_and_schedule_trains_a_step(train):
+    train = settings(train={**train, "learning_rate": 0.01})["train"]
+    chosen = optimizer(train, steps_per_epoch=3)
+    assert chosen.__class__.__name__.lower() == train["optimizer"]
+    if train["optimizer"] != "adam":
+        assert math.isclose(chosen.momentum, train["momentum"])
+    if train["optimizer"] == "sgd":
+        assert chosen.nesterov == train["nesterov"]
+    train_one_step(build_model(settings({"architecture": "mlp"})["model"]), compiled_with=chosen)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "plateau", "step", "exponential", "cosine"])
+def test_schedule_gives_the_learning_rate_it_promises(schedule):
+    train = settings(train={"schedule": schedule, "learning_rate": 0.1, "decay_rate": 0.5,
+                            "decay_epochs": 2, "epochs": 10})["train"]
+    steps = 3
+    rate = learning_rate(train, steps)
+    if schedule in ("constant", "plateau"):
+        assert rate == train["learning_rate"]
+        return
+    at = {step: float(rate(step)) for step in (0, 1, 2 * steps - 1, 2 * steps, 10 * steps)}
+    assert math.isclose(at[0], 0.1, rel_tol=1e-6)
+    if schedule == "step":
+        assert math.isclose(at[2 * steps - 1], 0.1, rel_tol=1e-6)
+        assert math.isclose(at[2 * steps], 0.05, rel_tol=1e-6)
+    if schedule == "exponential":
+        assert 0.05 < at[1] < 0.1
+        assert math.isclose(at[2 * steps], 0.05, rel_tol=1e-6)
+    if schedule == "cosine":
+        assert 0.05 < at[2 * steps] < at[1] < 0.1
+        assert at[10 * steps] < 1e-6
+
+
+def test_plateau_early_stopping_and_label_smoothing_reach_the_fit(tmp_path):
+    from dvclive import Live
+
+    train = settings(train={"schedule": "plateau", "decay_rate": 0.2, "decay_epochs": 1, "early_stopping": 2,
+                            "label_smoothing": 0.1, "epochs": 2, "batch_size": 4})["train"]
+    with Live(str(tmp_path / "live"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        chosen = {type(c).__name__: c for c in callbacks(train, live)}
+        model = build_model(settings({"architecture": "mlp"})["model"])
+        epochs = fit(model, train, *images(), validation=images(seed=1), live=live)
+    plateau, stopping = chosen["ReduceLROnPlateau"], chosen["EarlyStopping"]
+    assert (plateau.factor, plateau.patience) == (0.2, 1)
+    assert (stopping.monitor, stopping.patience, stopping.restore_best_weights) == ("val_loss", 2, True)
+    assert model.loss.label_smoothing == 0.1
+    assert 1 <= epochs <= 2
+    assert (tmp_path / "live/plots/metrics/train/learning_rate.tsv").exists()

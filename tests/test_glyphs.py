@@ -1,0 +1,210 @@
+"""Unit tests of stages/glyphs.py on tiny archives and folders built in the test: bad images are
+skipped with a reason, a hostile or broken source is refused with a PipelineError naming it."""
+
+import gzip
+import io
+import struct
+import subprocess
+import sys
+import tarfile
+import zlib
+
+import numpy as np
+import pytest
+
+from conftest import LETTERS, REPO, glyph_members, png_bytes, write_tar
+from stages.cli import PipelineError
+from stages.glyphs import MAX_MEMBER_BYTES, read_glyphs
+
+
+def read(source, **kwargs):
+    return read_glyphs(source, show_progress=False, workers=1, **kwargs)
+
+
+def tar_bytes(members, end_marker=True):
+    """Uncompressed tar of [TarInfo, bytes or None]; without `end_marker`, cut after the last member."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        members_end = tar.offset
+    return buffer.getvalue() if end_marker else buffer.getvalue()[:members_end]
+
+
+def file_info(name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def special_info(name, kind, linkname=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info, None
+
+
+def good_tar(tmp_path, extra=(), name="glyphs.tar.gz"):
+    members = [file_info(f"notMNIST_small/{key}", data) for key, data in glyph_members(per_class=2).items()]
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(tar_bytes(members + list(extra))))
+    return path
+
+
+def png_claiming_size(width, height):
+    """A PNG whose header claims width x height pixels of 8-bit gray, with no pixel data."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+def png_16_bit():
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(28 * 28, dtype=np.uint16).reshape(28, 28) * 80).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_good_members_are_decoded_labelled_and_sorted(tmp_path):
+    members = glyph_members(per_class=2)
+    glyphs = read(write_tar(tmp_path / "good.tar.gz", dict(reversed(members.items()))))
+    assert list(glyphs.names) == sorted(members)
+    assert glyphs.images.dtype == np.uint8 and glyphs.images.shape == (20, 28, 28)
+    assert [LETTERS[label] for label in glyphs.labels] == [name[0] for name in sorted(members)]
+    from PIL import Image
+    first = sorted(members)[0]
+    assert np.array_equal(glyphs.images[0], np.asarray(Image.open(io.BytesIO(members[first]))))
+    assert glyphs.skipped == []
+
+
+@pytest.mark.parametrize("name, data, reason", [
+    ("A/empty.png", b"", "empty file"),
+    ("B/corrupt.png", png_bytes()[:40] + b"garbage" * 20, "corrupt PNG"),
+    ("C/big.png", png_bytes(size=(32, 28)), "size 32x28, expected 28x28"),
+    ("D/colour.png", png_bytes(mode="RGB"), "mode RGB"),
+    ("E/deep.png", png_16_bit(), "mode I;16"),
+    ("F/notes.txt", b"not an image\n", "not a PNG file"),
+    ("G/huge-header.png", png_claiming_size(100_000, 100_000), "size 100000x100000"),
+    ("Z/font.png", png_bytes(), "outside the A-J letter folders"),
+    ("A/nested/font.png", png_bytes(), "outside the A-J letter folders"),
+])
+def test_a_bad_image_is_skipped_with_its_reason_and_the_rest_kept(tmp_path, name, data, reason):
+    members = {**glyph_members(per_class=2), name: data}
+    glyphs = read(write_tar(tmp_path / "mixed.tar.gz", members))
+    assert len(glyphs.labels) == 20
+    assert len(glyphs.skipped) == 1
+    assert glyphs.skipped[0]["name"].endswith(name) and reason in glyphs.skipped[0]["reason"]
+
+
+def test_a_letter_folder_without_images_is_refused_naming_the_letter(tmp_path):
+    members = {name: data for name, data in glyph_members(per_class=2).items() if not name.startswith("C/")}
+    members["C/empty.png"] = b""
+    archive = write_tar(tmp_path / "no_c.tar.gz", members)
+    with pytest.raises(PipelineError, match=r"letter folder\(s\) C hold no readable image"):
+        read(archive)
+    assert sorted(set(read(archive, require_all_letters=False).labels)) == [0, 1, 3, 4, 5, 6, 7, 8, 9]
+
+
+def test_no_letter_folders_at_all_is_refused(tmp_path):
+    archive = write_tar(tmp_path / "other.tar.gz", {"K/x.png": png_bytes(), "readme.txt": b"hi"})
+    with pytest.raises(PipelineError, match="no readable PNG under letter folders A-J"):
+        read(archive)
+
+
+@pytest.mark.parametrize("member, message", [
+    (file_info("notMNIST_small/../../etc/A/x.png", png_bytes()), "has a '..' path"),
+    (file_info("/abs/A/x.png", png_bytes()), "has an absolute path"),
+    (special_info("notMNIST_small/A/sym.png", tarfile.SYMTYPE, "/etc/passwd"), "is a link"),
+    (special_info("notMNIST_small/A/hard.png", tarfile.LNKTYPE, "notMNIST_small/A/font0.png"), "is a link"),
+    (special_info("notMNIST_small/A/dev.png", tarfile.CHRTYPE), "is a device or pipe"),
+    (special_info("notMNIST_small/A/blk.png", tarfile.BLKTYPE), "is a device or pipe"),
+    (special_info("notMNIST_small/A/fifo.png", tarfile.FIFOTYPE), "is a device or pipe"),
+    (file_info("notMNIST_small/A/bomb.png", bytes(MAX_MEMBER_BYTES + 1)), "over the 1,048,576-byte cap"),
+])
+def test_an_unsafe_member_refuses_the_whole_archive(tmp_path, member, message):
+    archive = good_tar(tmp_path, extra=[member])
+    with pytest.raises(PipelineError, match=message) as error:
+        read(archive)
+    assert str(archive) in str(error.value) and member[0].name in str(error.value)
+
+
+def test_a_bomb_member_is_refused_without_being_unpacked(tmp_path):
+    bomb = file_info("notMNIST_small/A/bomb.png", bytes(64 << 20))  # 64 MiB of zeros, ~64 KiB packed
+    archive = good_tar(tmp_path, extra=[bomb])
+    assert archive.stat().st_size < 1 << 20
+    with pytest.raises(PipelineError, match="decompression bomb"):
+        read(archive)
+
+
+def broken_archives(tmp_path):
+    whole = good_tar(tmp_path).read_bytes()
+    members = [file_info(f"notMNIST_small/{key}", data) for key, data in glyph_members(per_class=2).items()]
+    crc_flipped = bytearray(whole)
+    crc_flipped[-8] ^= 0xFF
+    return {
+        "truncated gzip": whole[: len(whole) // 2],
+        "gzip trailer missing": whole[:-8],
+        "gzip checksum wrong": bytes(crc_flipped),
+        "cut between two members": gzip.compress(tar_bytes(members, end_marker=False)),
+        "garbage after the members": gzip.compress(tar_bytes(members, end_marker=False) + b"\x01" * 1024),
+        "not gzip at all": b"just some text, not an archive\n" * 10,
+        "plain tar, not gzip": tar_bytes(members),
+        "gzip of no tar": gzip.compress(b"hello" * 200),
+        "empty file": b"",
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "truncated gzip", "gzip trailer missing", "gzip checksum wrong", "cut between two members",
+    "garbage after the members", "not gzip at all", "plain tar, not gzip", "gzip of no tar", "empty file"])
+def test_a_broken_archive_is_refused_not_read_short(tmp_path, case):
+    archive = tmp_path / "broken.tar.gz"
+    archive.write_bytes(broken_archives(tmp_path)[case])
+    with pytest.raises(PipelineError, match="truncated or corrupt|not a gzip|not a tar|cannot be read") as error:
+        read(archive)
+    assert str(archive) in str(error.value)
+
+
+def test_extract_writes_nothing_for_a_refused_archive(tmp_path):
+    archive = good_tar(tmp_path, extra=[special_info("notMNIST_small/A/hard.png", tarfile.LNKTYPE, "x")])
+    out = tmp_path / "interim"
+    result = subprocess.run([sys.executable, "-m", "stages.extract", str(archive), str(out)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "is a link" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def make_folder(root, members):
+    for name, data in members.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def test_a_folder_source_gives_the_same_glyphs_as_its_archive(tmp_path):
+    members = {**glyph_members(per_class=2), "A/empty.png": b"", "K/x.png": png_bytes()}
+    from_tar = read(write_tar(tmp_path / "a.tar.gz", members, root=""))
+    from_folder = read(make_folder(tmp_path / "folder", members))
+    assert list(from_folder.names) == list(from_tar.names)
+    assert np.array_equal(from_folder.images, from_tar.images)
+    assert np.array_equal(from_folder.labels, from_tar.labels)
+    assert from_folder.skipped == from_tar.skipped
+
+
+def test_a_folder_with_a_symlink_is_refused(tmp_path):
+    root = make_folder(tmp_path / "folder", glyph_members(per_class=2))
+    (root / "A/link.png").symlink_to(root / "B/font0.png")
+    with pytest.raises(PipelineError, match="is a link"):
+        read(root)
+
+
+def test_a_folder_with_an_oversized_file_is_refused(tmp_path):
+    root = make_folder(tmp_path / "folder", {**glyph_members(per_class=2), "A/big.png": bytes(MAX_MEMBER_BYTES + 1)})
+    with pytest.raises(PipelineError, match="over the cap for one glyph"):
+        read(root)
+
+
+def test_a_missing_source_is_named(tmp_path):
+    with pytest.raises(PipelineError, match="missing.tar.gz not found"):
+        read(tmp_path / "missing.tar.gz")

@@ -1,0 +1,169 @@
+"""Speed and scale: parallel decoding gives the serial result, memory-light writing gives the same
+bytes, the synthetic large archive is well formed, train.distribute matches a single device, and a
+DVC remote carries data and model from one clone to another without retraining."""
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import REPO, glyph_members, make_project, png_bytes, ran_stages, run, write_tar
+from stages import params
+from stages.files import write_npz
+from stages.glyphs import chunked, decode_chunk, read_glyphs
+from stages.preprocess import scale, split_dataset
+
+
+def same_glyphs(a, b):
+    return (a.images.shape == b.images.shape and (a.images == b.images).all() and (a.labels == b.labels).all()
+            and (a.names == b.names).all() and a.skipped == b.skipped)
+
+
+@pytest.fixture
+def mixed_archive(tmp_path):
+    """Members out of order, a bad PNG and a stray file, over several decoding chunks."""
+    members = glyph_members(per_class=7)
+    members = dict(sorted(members.items(), reverse=True))
+    members["C/broken.png"] = b"\x89PNG\r\n\x1a\nnot really"
+    members["readme.txt"] = b"hello"
+    return write_tar(tmp_path / "mixed.tar.gz", members)
+
+
+def test_parallel_decoding_gives_the_serial_result(mixed_archive, monkeypatch):
+    monkeypatch.setattr("stages.glyphs.CHUNK_MEMBERS", 16)
+    serial = read_glyphs(mixed_archive, show_progress=False, workers=1)
+    parallel = read_glyphs(mixed_archive, show_progress=False, workers=2)
+    assert same_glyphs(serial, parallel)
+    assert len(serial.labels) == 70 and list(serial.names) == sorted(serial.names)
+    assert [s["name"] for s in serial.skipped] == ["C/broken.png", "notMNIST_small/readme.txt"]
+
+
+def test_decode_chunk_keeps_member_order_and_says_why_it_skips():
+    good = png_bytes(np.full((28, 28), 7, np.uint8))
+    part = decode_chunk([("r/B/x.png", good), ("r/B/y.png", b""), ("r/A/z.png", good)])
+    assert part.names == ["B/x.png", "A/z.png"] and list(part.labels) == [1, 0]
+    assert part.images.shape == (2, 28, 28) and (part.images == 7).all()
+    assert part.skipped == [{"name": "B/y.png", "reason": "empty file"}]
+
+
+def test_chunked_splits_without_losing_items():
+    assert [len(c) for c in chunked(iter(range(10)), 4)] == [4, 4, 2]
+    assert list(chunked(iter([]), 4)) == []
+
+
+def test_write_npz_streams_the_same_bytes_as_savez_with_fixed_dates(tmp_path):
+    from stages.files import _fixed_zip_times
+
+    arrays = {"x": np.random.default_rng(0).random((50, 28, 28, 1), dtype=np.float32),
+              "y": np.arange(50, dtype=np.uint8), "names": np.array([f"A/{i}.png" for i in range(50)])}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_npz(tmp_path / "a.npz", **arrays)
+    assert (tmp_path / "a.npz").read_bytes() == _fixed_zip_times(buffer.getvalue())
+
+
+def test_scale_in_place_matches_the_plain_formula():
+    images = np.random.default_rng(1).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    expected = (np.asarray(images, dtype=np.float32) / 255.0)[..., np.newaxis]
+    assert scale(images).dtype == np.float32 and np.array_equal(scale(images), expected)
+
+
+def test_split_dataset_still_splits_everything_once():
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (200, 28, 28), dtype=np.uint8)
+    labels = np.repeat(np.arange(10, dtype=np.uint8), 20)
+    names = np.array([f"{'ABCDEFGHIJ'[label]}/font{i % 20}.png" for i, label in enumerate(labels)])
+    parts, summary = split_dataset(images, labels, names, 0.1, 0.1, 0)
+    assert sum(len(parts[s][1]) for s in parts) == 200 == sum(summary["split_sizes"].values())
+    assert all(parts[s][0].shape[1:] == (28, 28, 1) for s in parts)
+
+
+def test_distribute_is_a_checked_parameter():
+    assert params.validate({"train": {"distribute": "mirrored"}})["train"]["distribute"] == "mirrored"
+    assert params.validate({})["train"]["distribute"] == "none"
+    with pytest.raises(params.ParamsError, match="did you mean 'mirrored'"):
+        params.validate({"train": {"distribute": "mirored"}})
+
+
+def test_large_archive_generator_makes_unique_font_named_glyphs(tmp_path):
+    source = write_tar(tmp_path / "small.tar.gz", glyph_members(per_class=3))
+    out = tmp_path / "large.tar.gz"
+    run([sys.executable, str(REPO / "bench/make_large_archive.py"), str(out), "--images", "95",
+         "--source", str(source), "--workers", "2"], REPO)
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    assert names == sorted(names) and len(set(names)) == 95
+    glyphs = read_glyphs(out, show_progress=False)
+    assert len(glyphs.labels) == 95 and not glyphs.skipped and set(glyphs.labels) == set(range(10))
+    assert len({image.tobytes() for image in glyphs.images}) == 95  # shifts and noise: no two alike
+    fonts = {name.split("/")[1] for name in glyphs.names}
+    assert len(fonts) == 10  # 3 source fonts x up to 4 variants, each font shared by the letters
+
+
+# Trains the tiny model with train.distribute=none, then =mirrored, on two logical CPU devices, in
+# one process (TensorFlow starts once), and prints the loss per epoch and the final weights of each.
+DISTRIBUTED_RUNS = """
+import json, tempfile
+import keras, numpy as np
+from stages.cli import setup_tensorflow
+setup_tensorflow(1)
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from dvclive import Live
+from stages import params
+from stages.architectures import build_model
+from stages.train import fit, strategy
+rng = np.random.default_rng(0)
+x = rng.random((512, 28, 28, 1), dtype=np.float32)
+y = np.eye(10, dtype=np.float32)[(x.reshape(512, -1).mean(axis=1) * 1000).astype(int) % 10]
+results = {}
+for name in ("none", "mirrored"):
+    settings = params.validate({
+        "model": {"filters": [4], "convs_per_block": 1, "hidden_size": 8, "batch_norm": False, "dropout": 0.0,
+                  "augment": {"shift": 0, "rotation": 0, "zoom": 0}},
+        "train": {"epochs": 2, "batch_size": 64, "distribute": name}})
+    keras.utils.set_random_seed(0)
+    with strategy(name).scope(), tempfile.TemporaryDirectory() as folder:
+        model = build_model(settings["model"])
+        with Live(folder, dvcyaml=False, save_dvc_exp=False, report=None) as live:
+            fit(model, settings["train"], x, y, (x[:64], y[:64]), live)
+    results[name] = {"replicas": model.distribute_strategy.num_replicas_in_sync,
+                     "losses": [float(v) for v in model.history.history["loss"]],
+                     "weights": [w.tolist() for w in model.get_weights()]}
+print("RESULT" + json.dumps(results))
+"""
+
+
+def test_mirrored_on_two_cpu_devices_matches_one_device():
+    results = json.loads(run([sys.executable, "-c", DISTRIBUTED_RUNS], REPO).stdout.split("RESULT", 1)[1])
+    single, mirrored = results["none"], results["mirrored"]
+    assert single["replicas"] == 1 and mirrored["replicas"] == 2
+    np.testing.assert_allclose(mirrored["losses"], single["losses"], rtol=1e-4)
+    for a, b in zip(single["weights"], mirrored["weights"]):
+        np.testing.assert_allclose(np.array(b), np.array(a), atol=1e-4)  # summation order differs, nothing else
+
+
+@pytest.mark.slow
+def test_remote_carries_data_and_model_to_a_clone_that_does_not_retrain(tmp_path):
+    from conftest import real_members
+
+    first = make_project(tmp_path / "first", real_members(per_class=20))
+    run(["dvc", "repro"], first)
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-d", "shared", str(remote)], first)
+    run(["git", "add", "-A"], first)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "trained"], first)
+    run(["dvc", "push"], first)
+    second = tmp_path / "second"
+    run(["git", "clone", "-q", str(first), str(second)], tmp_path)
+    run(["dvc", "config", "--local", "core.analytics", "false"], second)
+    run(["dvc", "pull"], second)
+    assert (second / "models/model.keras").read_bytes() == (first / "models/model.keras").read_bytes()
+    assert ran_stages(run(["dvc", "repro"], second).stdout) == []
+    assert "up to date" in run(["dvc", "status"], second).stdout
