@@ -36,7 +36,12 @@ def setup_tensorflow(threads, seed=None):
     import keras
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    if tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already ran in this process (a notebook, a test session)
+            print(f"warning: TensorFlow already started; cannot pin {threads} intra-op threads in this "
+                  "process, so convolution results may differ in the last digits", file=sys.stderr)
     tf.config.experimental.enable_op_determinism()
     if seed is not None:
         keras.utils.set_random_seed(seed)

@@ -144,8 +144,8 @@ def save_model(model, path):
 def pin_threads(threads=None):
     """Pin TensorFlow's intra-op thread count before a model runs, so its numbers do not depend on the
     machine's core count: `threads`, else the count already pinned (setup_tensorflow), else
-    params.yaml's `threads` where there is a valid one, else its default. A no-op, not an error, when
-    TensorFlow has already started with another count."""
+    params.yaml's `threads` where there is a valid one, else its default. Only a warning when
+    TensorFlow has already started with another count (setup_tensorflow)."""
     import tensorflow as tf
 
     from stages import params
@@ -158,8 +158,7 @@ def pin_threads(threads=None):
             threads = params.load()["threads"]
         except PipelineError:  # predict/grade run outside the project: the pipeline's default
             threads = params.SCHEMA["threads"].default
-    with contextlib.suppress(RuntimeError):
-        setup_tensorflow(threads)
+    setup_tensorflow(threads)
 
 
 def load_model(path):

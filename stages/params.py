@@ -177,6 +177,7 @@ SCHEMA = {
         "val_fraction": Number(0.1, float, low=0, high=0.5, low_open=True, help="share of images for validation"),
         "test_fraction": Number(0.1, float, low=0, high=0.5, low_open=True, help="share of images held out for test"),
         "split_seed": Number(0, int, low=0, high=2**31 - 1, help="seed of the train/val/test split"),
+        "group_by_font": Flag(False, "keep all letters of a font in one split: val/test then measure unseen fonts"),
     },
     "model": {
         "architecture": Choice("cnn", ("mlp", "cnn", "vgg", "lenet5", "custom"),

@@ -1,8 +1,9 @@
 """preprocess: a leak-free, seeded, stratified train/val/test split, scaled to [0, 1].
 
     python -m stages.preprocess data/interim/images.npz data/processed
-Images that share a font (file name) or identical pixels form one group, and a group never
-straddles two splits, so no glyph in validation or test has a copy in training. Pixel arrays
+Images with identical pixels (and, with data.group_by_font, all letters of one font) form one
+group, and a group never straddles two splits, so no glyph in validation or test has a copy in
+training. Pixel arrays
 found under more than one letter are dropped and counted. Writes data/processed/{train,val,test}.npz
 (x: float32 (N, 28, 28, 1) in [0, 1], y: uint8 labels, names) and summary.json.
 """
@@ -44,10 +45,13 @@ def font_of(names):
     return np.array([str(name).rsplit("/", 1)[-1] for name in names])
 
 
-def groups(keys, fonts):
-    """Group id per image: connected components of 'same pixels' or 'same font file'."""
+def groups(keys, fonts=None):
+    """Group id per image: same pixels, or (with fonts) connected components of 'same pixels'
+    or 'same font file'."""
     n = len(keys)
     key_ids = np.unique(keys, return_inverse=True)[1]
+    if fonts is None:
+        return key_ids
     font_ids = np.unique(fonts, return_inverse=True)[1] + key_ids.max() + 1
     nodes = n + font_ids.max() + 1
     rows = np.concatenate([np.arange(n), np.arange(n)])
@@ -72,14 +76,16 @@ def assign_splits(group_ids, labels, fractions, seed):
     return group_split[inverse]
 
 
-def split_plan(images, labels, names, val_fraction, test_fraction, seed):
-    """-> (kept: mask of the images used, split_of: split index per kept image, summary)."""
+def split_plan(images, labels, names, data):
+    """`data`: the params.yaml section. -> (kept: mask of the images used, split_of: split index
+    per kept image, summary)."""
     keys = pixel_keys(images)
     dropped = conflicting(keys, labels)
     keep = ~dropped
     labels, names, keys = labels[keep], names[keep], keys[keep]
-    fractions = np.array([1 - val_fraction - test_fraction, val_fraction, test_fraction])
-    split_of = assign_splits(groups(keys, font_of(names)), labels, fractions, seed)
+    fractions = np.array([1 - data["val_fraction"] - data["test_fraction"], data["val_fraction"], data["test_fraction"]])
+    group_ids = groups(keys, font_of(names) if data["group_by_font"] else None)
+    split_of = assign_splits(group_ids, labels, fractions, data["split_seed"])
     summary = {
         "images_in": int(len(keep)),
         "dropped_conflicting_labels": int(dropped.sum()),
@@ -98,15 +104,11 @@ def split_part(images, labels, names, keep, split_of, index):
     return scale(images[rows]), labels[rows], names[rows]
 
 
-def split_dataset(images, labels, names, val_fraction, test_fraction, seed):
+def split_dataset(images, labels, names, data):
     """-> ({split: (x, y, names)}, summary)."""
-    keep, split_of, summary = split_plan(images, labels, names, val_fraction, test_fraction, seed)
+    keep, split_of, summary = split_plan(images, labels, names, data)
     parts = {split: split_part(images, labels, names, keep, split_of, index) for index, split in enumerate(SPLITS)}
     return parts, summary
-
-
-def write_split(path, x, y, names):
-    write_npz(path, x=x, y=y, names=names)
 
 
 @entry_point
@@ -119,10 +121,10 @@ def main():
     arrays = load_arrays(args.images, {"images": (np.uint8, 3), "labels": (np.uint8, 1), "names": (np.str_, 1)})
     check_images_and_labels(args.images, arrays["images"], arrays["labels"])
     images, labels, names = arrays["images"], arrays["labels"], arrays["names"]
-    keep, split_of, summary = split_plan(images, labels, names,
-                                         data["val_fraction"], data["test_fraction"], data["split_seed"])
+    keep, split_of, summary = split_plan(images, labels, names, data)
     for index, split in enumerate(SPLITS):
-        write_split(args.out_dir / f"{split}.npz", *split_part(images, labels, names, keep, split_of, index))
+        x, y, split_names = split_part(images, labels, names, keep, split_of, index)
+        write_npz(args.out_dir / f"{split}.npz", x=x, y=y, names=split_names)
     write_json(args.out_dir / "summary.json", summary)
     print(f"preprocess: {summary['split_sizes']}, {summary['dropped_conflicting_labels']} dropped "
           "(same pixels under several letters)")

@@ -26,14 +26,12 @@ TINY_PARAMS = {
 
 
 def png_bytes(array=None, mode="L", size=(28, 28)):
-    """PNG bytes of an image: a given uint8 array, or a random one of `mode` and `size`."""
+    """PNG bytes of an image: a given uint8 array, or a random one of mode L or RGB and `size`."""
     if array is None:
         rng = np.random.default_rng(size[0] * 7 + len(mode))
-        shape = (size[1], size[0]) + ((3,) if mode == "RGB" else ())
-        dtype = np.uint16 if mode == "I;16" else np.uint8
-        array = rng.integers(0, 255, shape).astype(dtype)
+        array = rng.integers(0, 255, (size[1], size[0]) + ((3,) if mode == "RGB" else ()), dtype=np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(array, mode=None if mode in ("L", "RGB") else mode).save(buffer, format="PNG")
+    Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

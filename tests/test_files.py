@@ -52,6 +52,7 @@ def test_a_full_disk_gives_a_clear_error_and_leaves_nothing(tmp_path, monkeypatc
     target = tmp_path / "data" / "train.npz"
     if where == "write":
         monkeypatch.setattr(pathlib.Path, "write_bytes", no_space)
+        monkeypatch.setattr(files.np.lib.format, "write_array", no_space)  # write_npz streams into the zip
     else:
         monkeypatch.setattr(files.os, "fsync", no_space)
     with pytest.raises(PipelineError, match=f"no space left on the device while writing {target}"):
