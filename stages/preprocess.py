@@ -17,7 +17,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from stages import params
-from stages.cli import entry_point
+from stages.cli import PipelineError, entry_point
 from stages.files import LETTERS, NUM_CLASSES, check_images_and_labels, load_arrays, write_json, write_npz
 
 SPLITS = ("train", "val", "test")
@@ -86,6 +86,11 @@ def split_plan(images, labels, names, data):
     fractions = np.array([1 - data["val_fraction"] - data["test_fraction"], data["val_fraction"], data["test_fraction"]])
     group_ids = groups(keys, font_of(names) if data["group_by_font"] else None)
     split_of = assign_splits(group_ids, labels, fractions, data["split_seed"])
+    for index, split in enumerate(SPLITS):
+        if not np.any(split_of == index):
+            raise PipelineError(f"{split} split is empty: {len(labels)} images are too few for data.val_fraction="
+                                f"{data['val_fraction']} and data.test_fraction={data['test_fraction']}; "
+                                "use more images or larger fractions")
     summary = {
         "images_in": int(len(keep)),
         "dropped_conflicting_labels": int(dropped.sum()),
