@@ -72,9 +72,9 @@ def test_forced_rerun_is_byte_identical_and_leaves_status_clean(project, referen
 
 
 def test_exp_run_with_seen_params_restores_train_from_the_run_cache(project, reference):
-    assert ran_stages(run(["dvc", "exp", "run", "-S", "model.dropout=0.3"], project).stdout) == ["train", "evaluate"]
     baseline = yaml.safe_load((project / "params.yaml").read_text())["model"]["dropout"]
     assert baseline != 0.3
+    assert ran_stages(run(["dvc", "exp", "run", "-S", "model.dropout=0.3"], project).stdout) == ["train", "evaluate"]
     again = run(["dvc", "exp", "run", "-S", f"model.dropout={baseline}"], project)
     assert "Stage 'train' is cached - skipping run, checking out outputs" in again.stdout
     assert "Stage 'evaluate' is cached - skipping run" in again.stdout
