@@ -16,6 +16,7 @@ that letter and a summary line counts the agreements.
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -167,4 +168,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None

@@ -2,6 +2,7 @@
 
 import io
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -113,6 +114,15 @@ def test_predict_cli_names_the_folder_letter_for_most_held_out_glyphs(tmp_path, 
         assert len(top) == 3 and top[0]["letter"] == line["letter"] and top[0]["probability"] == line["probability"]
         assert [t["probability"] for t in top] == sorted((t["probability"] for t in top), reverse=True)
         assert "note" not in line  # real glyphs need no conversion
+
+
+def test_predict_piped_into_head_stops_quietly(tmp_path, glyph_sets, model_path):
+    folder = write_folder(tmp_path / "glyphs", glyph_sets[1])
+    many = " ".join([str(folder)] * 40)  # enough JSON lines to overflow the pipe's buffer
+    result = subprocess.run(f"{sys.executable} -m stages.predict {model_path} {many} --json | head -n 1",
+                            shell=True, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert json.loads(result.stdout)["letter"] in "ABCDEFGHIJ"
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
 
 
 def test_predict_table_and_archive_input_agree_with_the_models_own_predictions(tmp_path, glyph_sets, model):
