@@ -124,12 +124,18 @@ def settings(precision, epochs):
 
 
 def plain_keras(data, validation, chosen, clock):
-    """The practical's main.py shape: build, compile, model.fit on NumPy arrays."""
+    """The practical's main.py shape: build, compile, model.fit on NumPy arrays. Its network is the
+    default one written with stock Keras layers: keras.layers.BatchNormalization where the pipeline
+    has stages.layers.BatchNorm (same weights and maths, fused training kernel)."""
     import keras
 
-    from stages.architectures import build_model
+    from stages import architectures
 
-    model = build_model(chosen["model"])
+    architectures.BatchNorm, pipeline_layer = keras.layers.BatchNormalization, architectures.BatchNorm
+    try:
+        model = architectures.build_model(chosen["model"])
+    finally:
+        architectures.BatchNorm = pipeline_layer
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(*data, batch_size=chosen["train"]["batch_size"], epochs=chosen["train"]["epochs"],
               validation_data=validation, verbose=0, callbacks=[clock.callback])

@@ -12,6 +12,7 @@ from keras import layers
 
 from stages.cli import PipelineError
 from stages.files import IMAGE_SHAPE, NUM_CLASSES
+from stages.layers import BatchNorm
 
 BN_MOMENTUM = 0.9  # Keras's 0.99 leaves validation numbers meaningless for the first epochs
 
@@ -42,7 +43,7 @@ def _unit(x, layer, model):
     """weighted layer -> [BatchNormalization] -> activation: the building block of the presets."""
     x = layer(x)
     if model["batch_norm"]:
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+        x = BatchNorm(momentum=BN_MOMENTUM)(x)
     return activate(x, model["activation"])
 
 
@@ -115,6 +116,8 @@ def custom_layer(x, spec, model):
         return activate(x, spec["activation"])
     if kind == "PReLU":
         return activate(x, "prelu")
+    if kind == "BatchNormalization":  # Keras's, with a fused kernel for training (stages/layers.py)
+        return BatchNorm(**spec)(x)
     return getattr(layers, kind)(**spec)(x)
 
 

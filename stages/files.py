@@ -166,6 +166,8 @@ def load_model(path):
     Pins TensorFlow's threads first (pin_threads), for every caller: evaluate, predict and grade."""
     import keras
 
+    import stages.layers  # noqa: F401  registers the layers a saved model may name
+
     pin_threads()
     if not Path(path).exists():
         raise PipelineError(f"{path} not found; run `dvc repro` to train it")

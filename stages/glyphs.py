@@ -7,17 +7,15 @@ links, devices, oversized members, no letter folders) raise a PipelineError and 
 """
 
 import gzip
-import io
 import os
 import struct
 import sys
-import tarfile
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+import pyspng
 
 from stages.cli import PipelineError
 from stages.files import IMAGE_SHAPE, LETTERS
@@ -40,112 +38,192 @@ class BadGlyph(ValueError):
     """One image that cannot be used; the message is the reason."""
 
 
+# PNG (bit depth, colour type) -> the mode name Pillow would give it, for the skip reason
+PNG_MODES = {(8, 0): "L", (16, 0): "I;16", (8, 2): "RGB", (16, 2): "RGB;16", (8, 3): "P", (8, 4): "LA",
+             (16, 4): "LA;16", (8, 6): "RGBA", (16, 6): "RGBA;16", (1, 0): "1", (2, 0): "L;2", (4, 0): "L;4"}
+
+
 def decode_png(data: bytes) -> np.ndarray:
-    """A 28x28 8-bit grayscale PNG -> uint8 (28, 28); anything else raises BadGlyph."""
+    """A 28x28 8-bit grayscale PNG -> uint8 (28, 28); anything else raises BadGlyph.
+    Decoded by libspng (pyspng), ~3x faster than Pillow; the header is checked first, so no pixel
+    bomb or colour image is ever unpacked."""
     if not data:
         raise BadGlyph("empty file")
     if not data.startswith(PNG_SIGNATURE):
         raise BadGlyph("not a PNG file")
-    width, height = png_header_size(data)
-    if (height, width) != IMAGE_SHAPE:  # before Pillow sees it, so no pixel bomb is even opened
+    width, height, depth, colour = png_header(data)
+    if (height, width) != IMAGE_SHAPE:
         raise BadGlyph(f"size {width}x{height}, expected 28x28")
+    if (depth, colour) != (8, 0):
+        mode = PNG_MODES.get((depth, colour), f"{depth}-bit colour type {colour}")
+        raise BadGlyph(f"mode {mode} (colour or 16-bit), expected 8-bit grayscale L")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.size != IMAGE_SHAPE[::-1]:  # checked before decoding, so no pixel bomb is unpacked
-                raise BadGlyph(f"size {image.size[0]}x{image.size[1]}, expected 28x28")
-            if image.mode != "L":
-                raise BadGlyph(f"mode {image.mode} (colour or 16-bit), expected 8-bit grayscale L")
-            return np.asarray(image, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
-        if isinstance(error, BadGlyph):
-            raise
+        image = pyspng.load(data)
+    except (RuntimeError, ValueError) as error:
         raise BadGlyph(f"corrupt PNG ({error})") from None
+    if image.shape != IMAGE_SHAPE or image.dtype != np.uint8:  # never seen: the header said so
+        raise BadGlyph(f"decoded to {image.dtype} {image.shape}, expected uint8 28x28")
+    return image
 
 
-def png_header_size(data: bytes):
-    """(width, height) from the IHDR chunk that must open every PNG; BadGlyph if it is not there."""
-    if len(data) < 24 or data[12:16] != b"IHDR":
+def png_header(data: bytes):
+    """(width, height, bit depth, colour type) from the IHDR chunk that must open every PNG."""
+    if len(data) < 26 or data[12:16] != b"IHDR":
         raise BadGlyph("corrupt PNG (no IHDR header chunk)")
-    return struct.unpack(">II", data[16:24])
+    return struct.unpack(">IIBB", data[16:26])
+
+
+def path_parts(name: str):
+    """The parts of a `/`-separated path, as PurePosixPath gives them (5x faster, per member)."""
+    return [part for part in name.split("/") if part not in ("", ".")]
 
 
 def letter_of(name: str):
     """The class of a member path `.../<letter>/<file>`, or None outside the A-J folders."""
-    return letter_of_parts(PurePosixPath(name).parts)
+    return letter_of_parts(path_parts(name))
 
 
 def letter_of_parts(parts):
     return LETTERS.index(parts[-2]) if len(parts) >= 2 and len(parts[-2]) == 1 and parts[-2] in LETTERS else None
 
 
-def _check_member(source, member: tarfile.TarInfo):
-    name, path = member.name, PurePosixPath(member.name)
-    if name.startswith("/") or path.is_absolute():
+BLOCK = 512  # tar headers and data come in 512-byte blocks
+REGULAR, DIRECTORY, LINKS, DEVICES = (b"0", b"\0", b"7"), b"5", (b"1", b"2"), (b"3", b"4", b"6")
+GNU_LONG_NAME, GNU_LONG_LINK, PAX_MEMBER, PAX_GLOBAL = b"L", b"K", b"x", b"g"
+
+
+class _Corrupt(Exception):
+    """A tar header that does not parse; raised as a PipelineError naming the archive."""
+
+
+def _tar_header(header):
+    """A 512-byte tar header -> (name bytes, type flag, size); _Corrupt if its checksum is wrong.
+    POSIX ustar (with its name prefix) and GNU headers; the pax and GNU extensions are read by
+    _tar_entries."""
+    try:
+        stored = int(header[148:156].replace(b"\0", b" ").strip() or b"-1", 8)
+        size_field = header[124:136]
+        size = (int.from_bytes(size_field[1:], "big") if size_field[0] & 0x80  # base-256: huge
+                else int(size_field.replace(b"\0", b" ").strip() or b"0", 8))
+    except ValueError:
+        raise _Corrupt("unreadable tar header") from None
+    if stored != sum(header) - sum(header[148:156]) + 8 * ord(" "):
+        raise _Corrupt("tar header checksum mismatch")
+    name = header[:100].split(b"\0", 1)[0]
+    if header[257:263] == b"ustar\0" and header[345] != 0:  # POSIX: long paths are split in two
+        name = header[345:500].split(b"\0", 1)[0] + b"/" + name
+    return name, header[156:157], size
+
+
+def _pax_records(data):
+    """The `length key=value\\n` records of a pax extended header, as a dict of str."""
+    records, position = {}, 0
+    while position < len(data) and data[position]:
+        space = data.index(b" ", position)
+        length = int(data[position:space])
+        key, _, value = data[space + 1:position + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        position += length
+    return records
+
+
+def _check_member(source, name, kind, size):
+    if name.startswith("/"):
         raise PipelineError(f"{source}: member '{name}' has an absolute path; refusing an unsafe archive")
-    if ".." in path.parts:
+    if ".." in name.split("/"):
         raise PipelineError(f"{source}: member '{name}' has a '..' path; refusing an unsafe archive")
-    if member.issym() or member.islnk():
+    if kind in LINKS:
         raise PipelineError(f"{source}: member '{name}' is a link; notMNIST archives hold only files")
-    if member.isdev() or member.isfifo():
+    if kind in DEVICES:
         raise PipelineError(f"{source}: member '{name}' is a device or pipe; refusing an unsafe archive")
-    if member.isfile() and member.size > MAX_MEMBER_BYTES:
-        raise PipelineError(f"{source}: member '{name}' is {member.size:,} bytes, over the {MAX_MEMBER_BYTES:,}-byte "
+    if kind not in REGULAR and kind != DIRECTORY:
+        raise PipelineError(f"{source}: member '{name}' has tar type {kind.decode(errors='replace')!r}, which a "
+                            "notMNIST archive never holds (only files and folders); refusing it")
+    if size > MAX_MEMBER_BYTES:
+        raise PipelineError(f"{source}: member '{name}' is {size:,} bytes, over the {MAX_MEMBER_BYTES:,}-byte "
                             "cap for one glyph; this is not a notMNIST archive (or is a decompression bomb)")
 
 
-class _TarStream:
-    """The decompressed tar stream, counted: its length and where its last non-zero byte is, so the
-    end of the archive can be checked (tarfile silently stops at a cut after a whole member)."""
-
-    def __init__(self, fileobj):
-        self.fileobj, self.size, self.data_end = fileobj, 0, 0
-
-    def read(self, size=-1):
-        chunk = self.fileobj.read(size)
-        used = len(chunk.rstrip(b"\0"))
-        if used:
-            self.data_end = self.size + used
-        self.size += len(chunk)
-        return chunk
+def _truncated(source, last_name):
+    if last_name is None:
+        return PipelineError(f"{source}: not a tar archive inside the gzip (no tar header)")
+    return PipelineError(f"{source}: the archive is truncated or corrupt after member '{last_name}' "
+                         "(no end-of-archive marker); download it again")
 
 
-def _check_tar_end(source, stream: _TarStream, members_end: int, last_name):
-    """Read the stream to its end (which checks the gzip CRC and length) and require only zeros
-    after the last member, at least the two 512-byte end-of-archive blocks."""
-    while stream.read(1 << 16):
-        if stream.size - members_end > MAX_TRAILING_BYTES:
+def _read_exactly(stream, size, source, last_name):
+    data = stream.read(size)
+    if len(data) < size:
+        raise _truncated(source, last_name)
+    return data
+
+
+def _check_tar_end(source, stream, last_name):
+    """After the first zero block: only zeros to the end of the stream (reading it checks the gzip
+    CRC and length), at least the two 512-byte end-of-archive blocks, at most MAX_TRAILING_BYTES."""
+    trailing = BLOCK
+    while chunk := stream.read(1 << 16):
+        trailing += len(chunk)
+        if chunk.count(0) != len(chunk):
+            raise PipelineError(f"{source}: the archive is truncated or corrupt (data after the end-of-archive "
+                                f"marker that follows member '{last_name}'); download it again")
+        if trailing > MAX_TRAILING_BYTES:
             raise PipelineError(f"{source}: over {MAX_TRAILING_BYTES:,} bytes after the last tar member "
                                 f"'{last_name}'; this is not a notMNIST archive")
-    if stream.data_end > members_end or stream.size - members_end < 2 * tarfile.BLOCKSIZE:
+    if trailing < 2 * BLOCK:
         raise PipelineError(f"{source}: the archive is truncated or corrupt after member '{last_name}' "
                             "(no end-of-archive marker); download it again")
 
 
+def _tar_entries(source, stream):
+    """Yield (name, type flag, bytes) of every member of an uncompressed tar stream, checked by
+    _check_member. Read by hand from the headers: tarfile costs ~30 us a member, a third of
+    extract's time, where this loop costs a few. A cut or corrupt stream raises, even between
+    two members: no image is silently lost."""
+    last_name, total, pending = None, 0, {}  # pending: the pax or GNU long name for the next member
+    while True:
+        header = _read_exactly(stream, BLOCK, source, last_name)
+        if header.count(0) == BLOCK:
+            return _check_tar_end(source, stream, last_name)
+        try:
+            raw_name, kind, size = _tar_header(header)
+        except _Corrupt as error:
+            if last_name is None:
+                raise PipelineError(f"{source}: not a tar archive inside the gzip ({error})") from None
+            raise PipelineError(f"{source}: the archive is truncated or corrupt ({error} after member "
+                                f"'{last_name}'); download it again") from None
+        name = pending.get("path") or raw_name.decode("utf-8", "surrogateescape")
+        size = int(pending.get("size", size))
+        extension = kind in (GNU_LONG_NAME, GNU_LONG_LINK, PAX_MEMBER, PAX_GLOBAL)
+        _check_member(source, name, REGULAR[0] if extension else kind, size)
+        data = _read_exactly(stream, -(-size // BLOCK) * BLOCK, source, last_name)[:size]
+        if kind == GNU_LONG_NAME:
+            pending["path"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+        elif kind == PAX_MEMBER:
+            try:
+                pending.update(_pax_records(data))
+            except ValueError:
+                raise PipelineError(f"{source}: the archive is truncated or corrupt (unreadable pax header "
+                                    f"after member '{last_name}'); download it again") from None
+        elif not extension:
+            pending, last_name = {}, name
+            total += size
+            if total > MAX_TOTAL_BYTES:
+                raise PipelineError(f"{source}: more than {MAX_TOTAL_BYTES:,} bytes unpacked; "
+                                    "refusing a decompression bomb")
+            yield name, kind, data
+
+
 def _tar_members(source: Path, progress):
-    """Yield (name, bytes) of each regular file in a tar.gz, read as a stream. A cut-short or corrupt
-    archive raises, even when the cut falls between two members: no image is silently lost."""
-    total, last_name = 0, None
+    """Yield (name, bytes) of each regular file in a tar.gz, read as a stream."""
     try:
         with open(source, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-            stream = _TarStream(unzipped)
-            try:
-                tar = tarfile.open(fileobj=stream, mode="r|")
-            except tarfile.ReadError as error:
-                raise PipelineError(f"{source}: not a tar archive inside the gzip ({error})") from None
-            with tar:
-                for member in tar:
-                    _check_member(source, member)
+            for count, (name, kind, data) in enumerate(_tar_entries(source, unzipped)):
+                if count % 256 == 0:
                     progress(raw.tell())
-                    last_name = member.name
-                    if not member.isfile():
-                        continue
-                    total += member.size
-                    if total > MAX_TOTAL_BYTES:
-                        raise PipelineError(f"{source}: more than {MAX_TOTAL_BYTES:,} bytes unpacked; "
-                                            "refusing a decompression bomb")
-                    yield member.name, tar.extractfile(member).read()
-                _check_tar_end(source, stream, tar.offset, last_name)
-    except (EOFError, zlib.error, tarfile.ReadError) as error:
+                if kind in REGULAR:
+                    yield name, data
+    except (EOFError, zlib.error) as error:
         raise PipelineError(f"{source}: the archive is truncated or corrupt ({error}); download it again") from None
     except gzip.BadGzipFile as error:
         raise PipelineError(f"{source}: not a gzip-compressed tar archive ({error})") from None
@@ -203,7 +281,7 @@ def decode_chunk(members) -> Decoded:
     images = np.empty((len(members), *IMAGE_SHAPE), dtype=np.uint8)
     labels, names, skipped = [], [], []
     for name, data in members:
-        parts = PurePosixPath(name).parts
+        parts = path_parts(name)
         label, short = letter_of_parts(parts), "/".join(parts[-2:])
         if label is None:
             skipped.append({"name": name, "reason": "outside the A-J letter folders"})

@@ -212,6 +212,9 @@ SCHEMA = {
         "batch_size": Number(128, int, low=1, high=65536, help="images per step"),
         "epochs": Number(30, int, low=1, high=10000, help="passes over the training split"),
         "label_smoothing": Number(0.0, float, low=0, high=0.5, help="label smoothing of the loss"),
+        "weight_averaging": Number(0.0, float, low=0, high=1, high_open=True,
+                                   help="momentum of an exponential moving average of the weights, which "
+                                        "the saved model keeps (e.g. 0.999); 0: off"),
         "early_stopping": Number(0, int, low=0,
                                  help="patience in epochs on val loss, best weights restored; 0: off"),
         "precision": Choice("float32", ("float32", "mixed_bfloat16"), "compute precision"),

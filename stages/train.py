@@ -45,11 +45,13 @@ def learning_rate(train, steps_per_epoch):
 
 def optimizer(train, steps_per_epoch):
     lr = learning_rate(train, steps_per_epoch)
+    # weight averaging: Keras keeps the moving average and writes it into the model when fit ends
+    averaging = {"use_ema": train["weight_averaging"] > 0, "ema_momentum": train["weight_averaging"] or 0.99}
     if train["optimizer"] == "sgd":
-        return keras.optimizers.SGD(lr, momentum=train["momentum"], nesterov=train["nesterov"])
+        return keras.optimizers.SGD(lr, momentum=train["momentum"], nesterov=train["nesterov"], **averaging)
     if train["optimizer"] == "rmsprop":
-        return keras.optimizers.RMSprop(lr, momentum=train["momentum"])
-    return keras.optimizers.Adam(lr)
+        return keras.optimizers.RMSprop(lr, momentum=train["momentum"], **averaging)
+    return keras.optimizers.Adam(lr, **averaging)
 
 
 class StopOnDivergence(keras.callbacks.Callback):

@@ -39,7 +39,9 @@ def train_one_step(model, compiled_with="adam"):
 
 
 def layer_kinds(model):
-    return [layer.__class__.__name__ for layer in model.layers]
+    """Keras's class names (stages.layers.BatchNorm counts as the BatchNormalization it is)."""
+    return [next(kind.__name__ for kind in type(layer).__mro__ if kind.__module__.startswith("keras."))
+            for layer in model.layers]
 
 
 def custom_model(layers, **model):
@@ -199,3 +201,51 @@ def test_plateau_early_stopping_and_label_smoothing_reach_the_fit(tmp_path):
     assert model.loss.label_smoothing == 0.1
     assert 1 <= epochs <= 2
     assert (tmp_path / "live/plots/metrics/train/learning_rate.tsv").exists()
+
+
+@pytest.mark.parametrize("shape", [(32, 14, 14, 8), (32, 16)])
+def test_fused_batch_norm_trains_like_keras_batch_normalization(shape):
+    """stages.layers.BatchNorm (fused kernel for images, Keras's path for dense inputs): same
+    outputs, gradients and moving statistics as keras.layers.BatchNormalization, to float32 noise."""
+    import tensorflow as tf
+
+    from stages.layers import BatchNorm
+
+    x = tf.constant(np.random.default_rng(0).normal(1.0, 3.0, shape).astype("float32"))
+    pair = [keras.layers.BatchNormalization(momentum=0.9), BatchNorm(momentum=0.9)]
+    results = []
+    for layer in pair:
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 1.5, shape[-1]))
+        layer.beta.assign(np.full(shape[-1], 0.3))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.sin(y))
+        results.append([y, *tape.gradient(loss, [x, layer.gamma, layer.beta]), *layer.non_trainable_weights,
+                        layer(x, training=False)])
+    for ours, keras_result in zip(results[1], results[0]):
+        scale = float(np.abs(keras_result).max()) or 1.0
+        assert np.abs(np.asarray(ours) - np.asarray(keras_result)).max() <= 1e-5 * scale
+    assert not np.allclose(results[0][-2], 1.0)  # the moving variance did move
+
+
+def test_weight_averaging_leaves_the_averaged_weights_in_the_model(tmp_path):
+    """train.weight_averaging > 0: after fit, the model holds the optimiser's moving average of its
+    weights, not the last step's weights (which the same fit without averaging ends with)."""
+    from dvclive import Live
+
+    finals = {}
+    for momentum in (0.0, 0.9):
+        keras.utils.set_random_seed(0)
+        train = settings(train={"weight_averaging": momentum, "epochs": 3, "batch_size": 4,
+                                "learning_rate": 0.05})["train"]
+        model = build_model(settings({"architecture": "mlp"})["model"])
+        with Live(str(tmp_path / f"live{momentum}"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+            fit(model, train, *images(), validation=images(seed=1), live=live)
+        assert model.optimizer.use_ema == (momentum > 0)
+        finals[momentum] = [np.array(w) for w in model.trainable_weights]
+        if momentum:
+            averages = [np.array(v) for v in model.optimizer._model_variables_moving_average]
+            assert all(np.array_equal(w, a) for w, a in zip(finals[momentum], averages))
+    assert not all(np.allclose(a, b) for a, b in zip(finals[0.0], finals[0.9]))

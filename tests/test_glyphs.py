@@ -128,6 +128,31 @@ def test_an_unsafe_member_refuses_the_whole_archive(tmp_path, member, message):
     assert str(archive) in str(error.value) and member[0].name in str(error.value)
 
 
+@pytest.mark.parametrize("tar_format", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_long_and_non_ascii_member_names_are_read_in_every_tar_format(tmp_path, tar_format):
+    """The reader parses headers itself: GNU long names, pax records and the ustar name prefix
+    must give the names tarfile gives."""
+    folder = "notMNIST_small/" + "deep" * 30  # 135 characters: past the 100 of a plain header
+    members = {f"{key[0]}/{'f' * 40}-{key[2:]}": data for key, data in glyph_members(per_class=1).items()}
+    if tar_format != tarfile.USTAR_FORMAT:  # ustar can hold only ASCII names
+        members["B/Zapf-É.png"] = members.pop(next(name for name in members if name.startswith("B/")))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tar_format) as tar:
+        for name, data in members.items():
+            tar.addfile(file_info(f"{folder}/{name}", data)[0], io.BytesIO(data))
+    archive = tmp_path / "long.tar.gz"
+    archive.write_bytes(gzip.compress(buffer.getvalue()))
+    glyphs = read(archive)
+    assert list(glyphs.names) == sorted(members) and glyphs.skipped == []
+    assert len(max(members, key=len)) + len(folder) > 100
+
+
+def test_a_member_of_an_unknown_tar_type_refuses_the_archive(tmp_path):
+    archive = good_tar(tmp_path, extra=[special_info("notMNIST_small/A/sparse.png", tarfile.GNUTYPE_SPARSE)])
+    with pytest.raises(PipelineError, match="has tar type 'S'"):
+        read(archive)
+
+
 def test_a_bomb_member_is_refused_without_being_unpacked(tmp_path):
     bomb = file_info("notMNIST_small/A/bomb.png", bytes(64 << 20))  # 64 MiB of zeros, ~64 KiB packed
     archive = good_tar(tmp_path, extra=[bomb])
