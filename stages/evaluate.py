@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from stages import params
-from stages.cli import entry_point, setup_tensorflow
+from stages.cli import PipelineError, entry_point, setup_tensorflow
 from stages.files import LETTERS, NUM_CLASSES, check_images_and_labels, load_arrays, load_model, write_bytes, write_json
 
 # The misclassified grid: glyphs upscaled 4x (nearest, so pixels stay sharp) with a caption below.
@@ -89,6 +89,30 @@ def misclassified_grid(images, labels, probabilities, total_wrong):
     return buffer.getvalue()
 
 
+def predict(model, x, batch_size, tta=0, augment=None, seed=0):
+    """Class probabilities. With `tta` > 0 (test-time augmentation), the mean over the images and
+    `tta` randomly transformed copies of them: the training augmentation `augment`, seeded, so
+    the same settings give the same numbers."""
+    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
+    if not tta:
+        return probabilities
+    if not any(augment.values()):
+        raise PipelineError(f"evaluate.tta is {tta} but every model.augment value is 0, so each copy would be the "
+                            "image itself; set a model.augment shift, rotation or zoom, or evaluate.tta: 0")
+    import keras
+
+    from stages.architectures import augmentation
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(x.shape[1:])
+    transform = keras.Model(inputs, augmentation(inputs, augment))
+    for _ in range(tta):
+        copies = np.concatenate([keras.ops.convert_to_numpy(transform(x[start:start + batch_size], training=True))
+                                 for start in range(0, len(x), batch_size)])
+        probabilities += model.predict(copies, batch_size=batch_size, verbose=0)
+    return probabilities / (tta + 1)
+
+
 def load_eval_split(path):
     arrays = load_arrays(path, {"x": (np.float32, 4), "y": (np.uint8, 1), "names": (np.str_, 1)})
     check_images_and_labels(path, arrays["x"], arrays["y"])
@@ -109,7 +133,9 @@ def main():
 
     results = {"parameters": int(model.count_params())}
     for split, arrays in splits.items():
-        probabilities = model.predict(arrays["x"], batch_size=settings["evaluate"]["batch_size"], verbose=0)
+        chosen = settings["evaluate"]
+        probabilities = predict(model, arrays["x"], chosen["batch_size"], chosen["tta"], settings["model"]["augment"],
+                                settings["seed"])
         results[split] = scores(probabilities, arrays["y"].astype(np.int64))
         arrays["probabilities"], arrays["predicted"] = probabilities, probabilities.argmax(axis=1)
     test, val = splits["test"], splits["val"]

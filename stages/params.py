@@ -223,6 +223,9 @@ SCHEMA = {
     },
     "evaluate": {
         "batch_size": Number(512, int, low=1, high=65536, help="images per inference batch"),
+        "tta": Number(0, int, low=0, high=64,
+                      help="test-time augmentation: average over the image and this many copies transformed "
+                           "as model.augment does (seeded); 0: off"),
     },
 }
 
