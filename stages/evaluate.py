@@ -131,9 +131,8 @@ def main():
     setup_tensorflow(settings["threads"])
     model = load_model(args.model_path)
 
-    results = {"parameters": int(model.count_params())}
+    chosen, results = settings["evaluate"], {"parameters": int(model.count_params())}
     for split, arrays in splits.items():
-        chosen = settings["evaluate"]
         probabilities = predict(model, arrays["x"], chosen["batch_size"], chosen["tta"], settings["model"]["augment"],
                                 settings["seed"])
         results[split] = scores(probabilities, arrays["y"].astype(np.int64))
