@@ -19,6 +19,9 @@ if ! cmp -s requirements.txt .venv/.requirements.installed; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
   cp requirements.txt .venv/.requirements.installed
 fi
+# The project's own package (notmnist/ and the `notmnist` command), editable: edits take effect at once.
+.venv/bin/python -c "import notmnist" 2>/dev/null ||
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 
 # 2. Git and DVC, with DVC's analytics and update checks off.
 [ -d .git ] || { git init --quiet && git add -A && git -c user.name=setup -c user.email=setup@localhost commit --quiet -m "Initial commit"; }

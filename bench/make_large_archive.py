@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stages.files import LETTERS  # noqa: E402
-from stages.glyphs import read_glyphs  # noqa: E402
+from notmnist.files import LETTERS  # noqa: E402
+from notmnist.glyphs import read_glyphs  # noqa: E402
 
 SMALL = Path(__file__).resolve().parents[2] / "shared/data/notMNIST_small.tar.gz"
 ROOT = "notMNIST_large"

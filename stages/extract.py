@@ -9,10 +9,10 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from stages import params
-from stages.cli import entry_point
-from stages.files import LETTERS, write_json, write_npz
-from stages.glyphs import read_glyphs
+from notmnist import params
+from notmnist.runtime import entry_point
+from notmnist.files import LETTERS, write_json, write_npz
+from notmnist.glyphs import read_glyphs
 
 
 def report(glyphs, source):

@@ -6,13 +6,13 @@ import math
 import numpy as np
 import pytest
 
-from stages import params
-from stages.cli import PipelineError
-from stages.train import callbacks, fit, learning_rate, optimizer
+from notmnist import params
+from notmnist.runtime import PipelineError
+from notmnist.training import callbacks, fit, learning_rate, optimizer
 
-import keras  # noqa: E402  (after stages.train, which quiets TensorFlow first)
+import keras  # noqa: E402  (after notmnist.training, which quiets TensorFlow first)
 
-from stages.architectures import build_model  # noqa: E402
+from notmnist.models import build_model  # noqa: E402
 
 NO_AUGMENT = {"shift": 0.0, "rotation": 0.0, "zoom": 0.0}
 
@@ -39,7 +39,7 @@ def train_one_step(model, compiled_with="adam"):
 
 
 def layer_kinds(model):
-    """Keras's class names (stages.layers.BatchNorm counts as the BatchNormalization it is)."""
+    """Keras's class names (notmnist.layers.BatchNorm counts as the BatchNormalization it is)."""
     return [next(kind.__name__ for kind in type(layer).__mro__ if kind.__module__.startswith("keras."))
             for layer in model.layers]
 
@@ -205,11 +205,11 @@ def test_plateau_early_stopping_and_label_smoothing_reach_the_fit(tmp_path):
 
 @pytest.mark.parametrize("shape", [(32, 14, 14, 8), (32, 16)])
 def test_fused_batch_norm_trains_like_keras_batch_normalization(shape):
-    """stages.layers.BatchNorm (fused kernel for images, Keras's path for dense inputs): same
+    """notmnist.layers.BatchNorm (fused kernel for images, Keras's path for dense inputs): same
     outputs, gradients and moving statistics as keras.layers.BatchNormalization, to float32 noise."""
     import tensorflow as tf
 
-    from stages.layers import BatchNorm
+    from notmnist.layers import BatchNorm
 
     x = tf.constant(np.random.default_rng(0).normal(1.0, 3.0, shape).astype("float32"))
     pair = [keras.layers.BatchNormalization(momentum=0.9), BatchNorm(momentum=0.9)]

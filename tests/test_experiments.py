@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import REPO, make_project, real_members, run
+from helpers import REPO, make_project, real_members, run
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ def test_the_best_experiment_can_be_applied_and_kept_as_a_branch(swept):
 def test_plots_diff_of_two_experiments_renders_offline(swept):
     repo, _ = swept
     names = sorted(experiments(repo))[:2]
-    run([sys.executable, "-m", "stages.render_plots", *names, "--out", "dvc_plots/compare"], repo)
+    run([sys.executable, "-m", "notmnist", "plots", *names, "--out", "dvc_plots/compare"], repo)
     svg = (repo / "dvc_plots/compare/accuracy_per_epoch.svg").read_text()
     for name in names:
         assert f">{name}</text>" in svg  # one colour per experiment in the legend

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, real_members, run, write_tar
+from helpers import REPO, real_members, run, write_tar
 from tiny_model import arrays, split_members, train_quick_model
 
 
@@ -21,7 +21,7 @@ def exported(tmp_path_factory, glyph_sets):
     root = tmp_path_factory.mktemp("export")
     model_path = train_quick_model(glyph_sets[0], root / "model.keras", epochs=3)
     check = write_tar(root / "check.tar.gz", glyph_sets[1])
-    result = run([sys.executable, "-m", "stages.export", str(model_path), str(root / "out"),
+    result = run([sys.executable, "-m", "notmnist", "export", str(model_path), str(root / "out"),
                   "--check", str(check), "--calls", "20"], REPO)
     return model_path, root / "out", result
 
@@ -42,8 +42,8 @@ def test_saved_model_and_tflite_give_the_keras_top1_on_real_glyphs(exported, gly
     """Checked here, independently of the command's own report."""
     import tensorflow as tf
 
-    from stages.files import load_model
-    from stages.preprocess import scale
+    from notmnist.files import load_model
+    from notmnist.split import scale
 
     model_path, out, _ = exported
     x = scale(arrays(glyph_sets[1])[0])
@@ -65,7 +65,7 @@ def test_saved_model_and_tflite_give_the_keras_top1_on_real_glyphs(exported, gly
 
 def test_export_refuses_a_missing_check_source_before_exporting(tmp_path, exported):
     model_path, _, _ = exported
-    result = run([sys.executable, "-m", "stages.export", str(model_path), str(tmp_path / "out"),
+    result = run([sys.executable, "-m", "notmnist", "export", str(model_path), str(tmp_path / "out"),
                   "--check", str(tmp_path / "none.npz")], REPO, check=False)
     assert result.returncode == 2 and "none.npz not found" in result.stderr
     assert not (tmp_path / "out").exists()

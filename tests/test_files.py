@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
-from stages import files
-from stages.cli import PipelineError
+from helpers import REPO
+from notmnist import files, models
+from notmnist.runtime import PipelineError
 
 
 def listing(folder):
@@ -141,7 +141,7 @@ def test_preprocess_refuses_an_edited_images_npz_and_writes_nothing(tmp_path):
 
 @pytest.fixture(scope="module")
 def keras():
-    from stages.cli import quiet_tensorflow
+    from notmnist.runtime import quiet_tensorflow
     quiet_tensorflow()
     import keras
     return keras
@@ -158,8 +158,8 @@ def small_model(keras, input_shape=(28, 28, 1), classes=10, lambda_layer=False):
 def test_a_saved_model_is_byte_identical_and_loads_back(tmp_path, keras):
     keras.utils.set_random_seed(0)
     model = small_model(keras)
-    files.save_model(model, tmp_path / "a.keras")
-    files.save_model(model, tmp_path / "b.keras")
+    models.save_model(model, tmp_path / "a.keras")
+    models.save_model(model, tmp_path / "b.keras")
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
     loaded = files.load_model(tmp_path / "a.keras")
     x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
@@ -196,7 +196,7 @@ def test_a_missing_or_garbage_model_is_refused(tmp_path, keras, content, message
 
 # --- thread pinning ---------------------------------------------------------------------------
 
-PINNED = ("from stages.files import pin_threads; pin_threads(); import tensorflow as tf; "
+PINNED = ("from notmnist.files import pin_threads; pin_threads(); import tensorflow as tf; "
           "print(tf.config.threading.get_intra_op_parallelism_threads())")
 
 
@@ -204,7 +204,7 @@ PINNED = ("from stages.files import pin_threads; pin_threads(); import tensorflo
 def test_model_users_pin_threads_from_params_or_the_default(tmp_path, threads_in_params):
     """predict and grade call only load_model: it must pin the thread count, from params.yaml
     when run in the project, else to the pipeline's default, never to the machine's core count."""
-    from stages import params
+    from notmnist import params
     if threads_in_params is not None:
         settings = yaml.safe_load((REPO / "params.yaml").read_text())
         (tmp_path / "params.yaml").write_text(yaml.safe_dump({**settings, "threads": threads_in_params}))

@@ -12,9 +12,9 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import LETTERS, REPO, glyph_members, png_bytes, write_tar
-from stages.cli import PipelineError
-from stages.glyphs import MAX_MEMBER_BYTES, read_glyphs
+from helpers import LETTERS, REPO, glyph_members, png_bytes, write_tar
+from notmnist.runtime import PipelineError
+from notmnist.glyphs import MAX_MEMBER_BYTES, read_glyphs
 
 
 def read(source, **kwargs):

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import LETTERS, REPO, png_bytes, real_members, run, write_tar
+from helpers import LETTERS, REPO, png_bytes, real_members, run, write_tar
 from tiny_model import arrays, split_members, train_quick_model
 
 HELD_OUT = 10  # per letter, never seen in training
@@ -26,13 +26,13 @@ def model_path(tmp_path_factory, glyph_sets):
 
 @pytest.fixture(scope="module")
 def model(model_path):
-    from stages.files import load_model
+    from notmnist.files import load_model
 
     return load_model(model_path)
 
 
 def command(module, *args, check=True):
-    return run([sys.executable, "-m", f"stages.{module}", *map(str, args)], REPO, check=check)
+    return run([sys.executable, "-m", "notmnist", module, *map(str, args)], REPO, check=check)
 
 
 def write_folder(root, members):
@@ -45,8 +45,8 @@ def write_folder(root, members):
 # grade
 
 def test_grade_cli_scores_an_archive_and_counts_undecodable_members(tmp_path, glyph_sets, model_path, model):
-    from stages.evaluate import scores
-    from stages.preprocess import scale
+    from notmnist.metrics import scores
+    from notmnist.split import scale
 
     held_out = glyph_sets[1]
     broken = {"A/broken.png": b"\x89PNG\r\n\x1a\n not really", "C/empty.png": b"", "notes/readme.png": png_bytes()}
@@ -70,8 +70,8 @@ def test_grade_cli_scores_an_archive_and_counts_undecodable_members(tmp_path, gl
 
 
 def test_grade_gives_the_same_report_for_a_folder_and_its_archive(tmp_path, glyph_sets, model):
-    from stages.glyphs import read_glyphs
-    from stages.grade import grade
+    from notmnist.glyphs import read_glyphs
+    from notmnist.grade import grade
 
     held_out = dict(list(glyph_sets[1].items())[::3])  # a few letters may be missing: allowed
     folder = write_folder(tmp_path / "folder", held_out)
@@ -119,15 +119,15 @@ def test_predict_cli_names_the_folder_letter_for_most_held_out_glyphs(tmp_path, 
 def test_predict_piped_into_head_stops_quietly(tmp_path, glyph_sets, model_path):
     folder = write_folder(tmp_path / "glyphs", glyph_sets[1])
     many = " ".join([str(folder)] * 40)  # enough JSON lines to overflow the pipe's buffer
-    result = subprocess.run(f"{sys.executable} -m stages.predict {model_path} {many} --json | head -n 1",
+    result = subprocess.run(f"{sys.executable} -m notmnist predict {model_path} {many} --json | head -n 1",
                             shell=True, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert json.loads(result.stdout)["letter"] in "ABCDEFGHIJ"
     assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
 
 
 def test_predict_table_and_archive_input_agree_with_the_models_own_predictions(tmp_path, glyph_sets, model):
-    from stages.predict import collect, predictions, table
-    from stages.preprocess import scale
+    from notmnist.predict import collect, predictions, table
+    from notmnist.split import scale
 
     members = dict(list(glyph_sets[1].items())[:12])
     archive = write_tar(tmp_path / "few.tar.gz", members)
@@ -170,8 +170,8 @@ def test_predict_strict_refuses_what_it_would_convert(tmp_path, glyph_sets, mode
 def test_predict_conversion_matches_the_pipeline_for_a_28x28_grayscale_glyph():
     from PIL import Image
 
-    from stages.glyphs import decode_png
-    from stages.predict import load_image
+    from notmnist.glyphs import decode_png
+    from notmnist.predict import load_image
 
     data = png_bytes(np.arange(28 * 28, dtype=np.uint8).reshape(28, 28))
     image, note = load_image(data, strict=False)
@@ -190,10 +190,10 @@ def test_predict_refuses_a_missing_model_before_reading_anything(tmp_path):
 # evaluate.tta (test-time augmentation)
 
 def test_tta_averages_seeded_transformed_copies_and_is_off_at_zero(glyph_sets, model):
-    from stages import params
-    from stages.cli import PipelineError
-    from stages.evaluate import predict
-    from stages.preprocess import scale
+    from notmnist import params
+    from notmnist.runtime import PipelineError
+    from notmnist.metrics import predict
+    from notmnist.split import scale
 
     x = scale(arrays(glyph_sets[1])[0])
     augment = params.validate({})["model"]["augment"]

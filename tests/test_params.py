@@ -7,9 +7,9 @@ import shlex
 import pytest
 import yaml
 
-from conftest import REPO, glyph_members, make_project, ran_stages, run
-from stages import params
-from stages.params import ParamsError, validate
+from helpers import REPO, glyph_members, make_project, ran_stages, run
+from notmnist import params, reference
+from notmnist.params import ParamsError, validate
 
 COMMITTED = yaml.safe_load((REPO / "params.yaml").read_text())
 DVC_STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
@@ -42,7 +42,7 @@ def schema_keys(tree, prefix=""):
 
 
 def test_committed_params_yaml_passes_the_check():
-    result = run(["python", "-m", "stages.params", "--check"], REPO)
+    result = run(["python", "-m", "notmnist", "params", "--check"], REPO)
     assert result.stdout.strip() == "params.yaml: ok"
 
 
@@ -53,7 +53,7 @@ def test_committed_params_yaml_lists_every_schema_key():
 
 def test_missing_keys_take_their_defaults():
     filled = validate({})
-    for key, default, _, _ in params.reference_rows():
+    for key, default, _, _ in reference.reference_rows():
         section, *rest = key.split(".")
         value = filled[section]
         for name in rest:
@@ -173,7 +173,7 @@ def test_layers_inherit_model_init_and_l2_unless_they_set_their_own():
 
 def test_check_command_fails_with_exit_2_and_the_message(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_values({"train.nb_epoch": 3})))
-    result = run(["python", "-m", "stages.params", "--check", str(tmp_path / "params.yaml")], REPO, check=False)
+    result = run(["python", "-m", "notmnist", "params", "--check", str(tmp_path / "params.yaml")], REPO, check=False)
     assert result.returncode == 2
     assert "error: invalid params.yaml:\n  train.nb_epoch: 'nb_epoch' is a Keras 1 name" in result.stderr
 
@@ -195,23 +195,23 @@ def test_rerun_stages_follow_params_then_outputs_downstream():
         "c": {"deps": ["b.json"], "params": [{"params.yaml": ["y.z"]}]},
         "d": {"deps": ["elsewhere"]},
     }
-    assert params.rerun_stages("x.k", stages) == ["a", "b", "c"]
-    assert params.rerun_stages("y.z", stages) == ["c"]
-    assert params.rerun_stages("y.w", stages) == []
+    assert reference.rerun_stages("x.k", stages) == ["a", "b", "c"]
+    assert reference.rerun_stages("y.z", stages) == ["c"]
+    assert reference.rerun_stages("y.w", stages) == []
 
 
 def test_every_schema_key_reruns_at_least_the_stage_that_reads_it():
     for key in schema_keys(params.SCHEMA):
         readers = [name for name, stage in DVC_STAGES.items()
                    if any(key == p or key.startswith(f"{p}.") for p in stage.get("params", []))]
-        rerun = params.rerun_stages(key, DVC_STAGES)
+        rerun = reference.rerun_stages(key, DVC_STAGES)
         assert readers and set(readers) <= set(rerun), key
 
 
 def test_docs_hold_the_generators_tables():
-    # regenerate with: python -m stages.params --table, and paste over the tables in docs/parameters.md
-    generated = run(["python", "-m", "stages.params", "--table"], REPO).stdout
-    assert generated == params.tables(REPO / "dvc.yaml")
+    # regenerate with: notmnist params --table, and paste over the tables in docs/parameters.md
+    generated = run(["python", "-m", "notmnist", "params", "--table"], REPO).stdout
+    assert generated == reference.tables(REPO / "dvc.yaml")
     assert generated in (REPO / "docs/parameters.md").read_text()
 
 

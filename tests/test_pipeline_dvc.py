@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import make_project, ran_stages, real_members, run
+from helpers import make_project, ran_stages, real_members, run
 
 pytestmark = pytest.mark.slow
 

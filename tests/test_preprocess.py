@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stages.preprocess import SPLITS, conflicting, pixel_keys, scale, split_dataset
+from notmnist.split import SPLITS, conflicting, pixel_keys, scale, split_dataset
 
 DATA = {"val_fraction": 0.1, "test_fraction": 0.1, "split_seed": 0, "group_by_font": False}
 

@@ -12,11 +12,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import REPO, glyph_members, make_project, png_bytes, ran_stages, run, write_tar
-from stages import params
-from stages.files import write_npz
-from stages.glyphs import chunked, decode_chunk, read_glyphs
-from stages.preprocess import scale, split_dataset
+from helpers import REPO, glyph_members, make_project, png_bytes, ran_stages, run, write_tar
+from notmnist import params
+from notmnist.files import write_npz
+from notmnist.glyphs import chunked, decode_chunk, read_glyphs
+from notmnist.split import scale, split_dataset
 
 
 def same_glyphs(a, b):
@@ -35,7 +35,7 @@ def mixed_archive(tmp_path):
 
 
 def test_parallel_decoding_gives_the_serial_result(mixed_archive, monkeypatch):
-    monkeypatch.setattr("stages.glyphs.CHUNK_MEMBERS", 16)
+    monkeypatch.setattr("notmnist.glyphs.CHUNK_MEMBERS", 16)
     serial = read_glyphs(mixed_archive, show_progress=False, workers=1)
     parallel = read_glyphs(mixed_archive, show_progress=False, workers=2)
     assert same_glyphs(serial, parallel)
@@ -57,14 +57,14 @@ def test_chunked_splits_without_losing_items():
 
 
 def test_write_npz_streams_the_same_bytes_as_savez_with_fixed_dates(tmp_path):
-    from stages.files import _fixed_zip_times
+    from notmnist.files import fixed_zip_times
 
     arrays = {"x": np.random.default_rng(0).random((50, 28, 28, 1), dtype=np.float32),
               "y": np.arange(50, dtype=np.uint8), "names": np.array([f"A/{i}.png" for i in range(50)])}
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     write_npz(tmp_path / "a.npz", **arrays)
-    assert (tmp_path / "a.npz").read_bytes() == _fixed_zip_times(buffer.getvalue())
+    assert (tmp_path / "a.npz").read_bytes() == fixed_zip_times(buffer.getvalue())
 
 
 def test_scale_in_place_matches_the_plain_formula():
@@ -110,15 +110,15 @@ def test_large_archive_generator_makes_unique_font_named_glyphs(tmp_path):
 DISTRIBUTED_RUNS = """
 import json, tempfile
 import keras, numpy as np
-from stages.cli import setup_tensorflow
+from notmnist.runtime import setup_tensorflow
 setup_tensorflow(1)
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from dvclive import Live
-from stages import params
-from stages.architectures import build_model
-from stages.train import fit, strategy
+from notmnist import params
+from notmnist.models import build_model
+from notmnist.training import fit, strategy
 rng = np.random.default_rng(0)
 x = rng.random((512, 28, 28, 1), dtype=np.float32)
 y = np.eye(10, dtype=np.float32)[(x.reshape(512, -1).mean(axis=1) * 1000).astype(int) % 10]
@@ -151,7 +151,7 @@ def test_mirrored_on_two_cpu_devices_matches_one_device():
 
 @pytest.mark.slow
 def test_remote_carries_data_and_model_to_a_clone_that_does_not_retrain(tmp_path):
-    from conftest import real_members
+    from helpers import real_members
 
     first = make_project(tmp_path / "first", real_members(per_class=20))
     run(["dvc", "repro"], first)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_project, ran_stages, real_members, run, set_params
+from helpers import make_project, ran_stages, real_members, run, set_params
 
 pytestmark = pytest.mark.slow
 

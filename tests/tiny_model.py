@@ -3,12 +3,12 @@
 
 import numpy as np
 
-from conftest import LETTERS
-from stages import params
-from stages.cli import setup_tensorflow
-from stages.files import save_model
-from stages.glyphs import BadGlyph, decode_png
-from stages.preprocess import scale
+from helpers import LETTERS
+from notmnist import params
+from notmnist.runtime import setup_tensorflow
+from notmnist.models import save_model
+from notmnist.glyphs import BadGlyph, decode_png
+from notmnist.split import scale
 
 # A small CNN that reaches ~80% on held-out fonts in a few seconds; augmentation stays on, so
 # the export test also proves that the exported model does not augment at serving time.
@@ -30,7 +30,7 @@ def arrays(members):
 def train_quick_model(members, path, epochs=6):
     import keras
 
-    from stages.architectures import build_model
+    from notmnist.models import build_model
 
     setup_tensorflow(threads=2, seed=0)
     images, labels = arrays(members)

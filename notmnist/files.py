@@ -9,14 +9,13 @@ import errno
 import io
 import json
 import os
-import re
 import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from stages.cli import PipelineError
+from notmnist.runtime import PipelineError
 
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
@@ -65,7 +64,7 @@ def write_json(path, obj):
 
 def write_npz(path, **arrays):
     """np.savez_compressed with every entry dated 1980-01-01, streamed to disk: each array is
-    compressed once and never copied whole (the same bytes as savez + _fixed_zip_times)."""
+    compressed once and never copied whole (the same bytes as savez + fixed_zip_times)."""
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, array in arrays.items():
             array = np.asanyarray(array)
@@ -76,7 +75,7 @@ def write_npz(path, **arrays):
                 np.lib.format.write_array(file, array, allow_pickle=False)
 
 
-def _fixed_zip_times(data: bytes, rewrite=lambda name, content: content) -> bytes:
+def fixed_zip_times(data: bytes, rewrite=lambda name, content: content) -> bytes:
     """The same zip with every entry dated 1980-01-01, so equal content gives equal bytes."""
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
@@ -120,27 +119,6 @@ def check_images_and_labels(path, images, labels):
         raise PipelineError(f"{path}: labels must be 0-9 (A-J); found {labels.min()}..{labels.max()}")
 
 
-_SHARED_ID = re.compile(rb'"shared_object_id": \d+')
-
-
-def save_model(model, path):
-    """model.save, made byte-reproducible: fixed zip dates, save date and object ids."""
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-        ids = {}
-
-        def rewrite(name, content):
-            if name == "metadata.json":
-                meta = json.loads(content)
-                meta["date_saved"] = "1980-01-01@00:00:00"
-                return json.dumps(meta, sort_keys=True).encode()
-            if name == "config.json":  # ids come from Python's id(): renumber in order of appearance
-                return _SHARED_ID.sub(lambda m: b'"shared_object_id": %d' % ids.setdefault(m.group(), len(ids)), content)
-            return content
-
-        tmp.write_bytes(_fixed_zip_times(tmp.read_bytes(), rewrite))
-
-
 def pin_threads(threads=None):
     """Pin TensorFlow's intra-op thread count before a model runs, so its numbers do not depend on the
     machine's core count: `threads`, else the count already pinned (setup_tensorflow), else
@@ -148,8 +126,8 @@ def pin_threads(threads=None):
     TensorFlow has already started with another count (setup_tensorflow)."""
     import tensorflow as tf
 
-    from stages import params
-    from stages.cli import setup_tensorflow
+    from notmnist import params
+    from notmnist.runtime import setup_tensorflow
 
     if threads is None:
         threads = tf.config.threading.get_intra_op_parallelism_threads()
@@ -165,8 +143,6 @@ def load_model(path):
     """Load a .keras model in safe mode and check it takes (N, 28, 28, 1) and gives 10 classes.
     Pins TensorFlow's threads first (pin_threads), for every caller: evaluate, predict and grade."""
     import keras
-
-    import stages.layers  # noqa: F401  registers the layers a saved model may name
 
     pin_threads()
     if not Path(path).exists():

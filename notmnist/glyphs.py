@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyspng
 
-from stages.cli import PipelineError
-from stages.files import IMAGE_SHAPE, LETTERS
+from notmnist.runtime import PipelineError
+from notmnist.files import IMAGE_SHAPE, LETTERS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_MEMBER_BYTES = 1 << 20  # a notMNIST PNG is under 1 KiB; anything this big is not a glyph

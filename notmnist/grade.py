@@ -1,10 +1,10 @@
 """grade: score any saved model on any labelled archive in the notMNIST layout.
 
-    python -m stages.grade models/model.keras path/to/archive.tar.gz --out grade.json
-    python -m stages.grade models/model.keras path/to/folder        # prints the JSON
+    notmnist grade models/model.keras path/to/archive.tar.gz --out grade.json
+    notmnist grade models/model.keras path/to/folder        # prints the JSON
 
 The source is a tar.gz or a folder holding <root>/A/*.png ... J/*.png. Glyphs are decoded
-(stages.glyphs) and scaled (stages.preprocess.scale) exactly as the pipeline does, and scored
+(notmnist.glyphs) and scaled (notmnist.split.scale) exactly as the pipeline does, and scored
 with evaluate's own functions. Members that cannot be decoded are skipped and counted, with
 their reasons, in the report. Letters with no image are allowed (their recall is 0 of 0).
 """
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.cli import PipelineError, entry_point, quiet_tensorflow
-from stages.evaluate import confusion, per_class, scores
-from stages.files import LETTERS, load_model, write_json
-from stages.glyphs import read_glyphs
-from stages.preprocess import scale
+from notmnist.runtime import PipelineError, quiet_tensorflow
+from notmnist.metrics import confusion, per_class, scores
+from notmnist.files import LETTERS, load_model, write_json
+from notmnist.glyphs import read_glyphs
+from notmnist.split import scale
 
 BATCH_SIZE = 512
 
@@ -49,14 +49,17 @@ def summary(report):
     return "\n".join(lines)
 
 
-@entry_point
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(subparsers):
+    parser = subparsers.add_parser("grade", description=__doc__, help=__doc__.splitlines()[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_path", type=Path)
     parser.add_argument("source", type=Path, help="tar.gz or folder in the notMNIST layout (<root>/A..J/*.png)")
     parser.add_argument("--out", type=Path, help="write the JSON report here (default: print it)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    args = parser.parse_args()
+    parser.set_defaults(run=run)
+
+
+def run(args):
     if args.batch_size < 1:
         raise PipelineError(f"--batch-size {args.batch_size}: must be 1 or more")
     if not args.model_path.is_file():  # before the slow part: reading images, loading TensorFlow
@@ -73,6 +76,3 @@ def main():
         print()
         print(summary(report), file=sys.stderr)
 
-
-if __name__ == "__main__":
-    main()

@@ -5,14 +5,15 @@ float32 under mixed precision). Presets: mlp (the practical's baseline), cnn (th
 vgg (deeper), lenet5; `custom` builds the hidden layers from `model.layers`.
 """
 
+import json
 import re
 
 import keras
 from keras import layers
 
-from stages.cli import PipelineError
-from stages.files import IMAGE_SHAPE, NUM_CLASSES
-from stages.layers import BatchNorm
+from notmnist.runtime import PipelineError
+from notmnist.files import IMAGE_SHAPE, NUM_CLASSES, atomic_path, fixed_zip_times
+from notmnist.layers import BatchNorm
 
 BN_MOMENTUM = 0.9  # Keras's 0.99 leaves validation numbers meaningless for the first epochs
 
@@ -116,7 +117,7 @@ def custom_layer(x, spec, model):
         return activate(x, spec["activation"])
     if kind == "PReLU":
         return activate(x, "prelu")
-    if kind == "BatchNormalization":  # Keras's, with a fused kernel for training (stages/layers.py)
+    if kind == "BatchNormalization":  # Keras's, with a fused kernel for training (notmnist/layers.py)
         return BatchNorm(**spec)(x)
     return getattr(layers, kind)(**spec)(x)
 
@@ -150,3 +151,49 @@ def build_model(model):
     x = weighted("Dense", model, units=NUM_CLASSES)(x)
     outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=model["architecture"])
+
+
+def all_layers(model):
+    """Every layer of `model`, inside nested models too."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from all_layers(layer)
+
+
+def to_stock(model):
+    """The same network and weights with Keras's own BatchNormalization in place of the fused
+    training layer (notmnist/layers.py), so that the saved file loads with plain
+    `keras.models.load_model`. A model that is already stock is returned as it is."""
+    if not any(isinstance(layer, BatchNorm) for layer in all_layers(model)):
+        return model
+
+    def clone(layer):
+        kind = layers.BatchNormalization if isinstance(layer, BatchNorm) else layer.__class__
+        return kind.from_config(layer.get_config())
+
+    stock = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    stock.set_weights(model.get_weights())
+    return stock
+
+
+_SHARED_ID = re.compile(rb'"shared_object_id": \d+')
+
+
+def save_model(model, path):
+    """Save `model` with only Keras's own layers (to_stock), byte-reproducibly: fixed zip dates,
+    save date and object ids. The file loads with plain `keras.models.load_model`."""
+    with atomic_path(path) as tmp:
+        to_stock(model).save(tmp)
+        ids = {}
+
+        def rewrite(name, content):
+            if name == "metadata.json":
+                meta = json.loads(content)
+                meta["date_saved"] = "1980-01-01@00:00:00"
+                return json.dumps(meta, sort_keys=True).encode()
+            if name == "config.json":  # ids come from Python's id(): renumber in order of appearance
+                return _SHARED_ID.sub(lambda m: b'"shared_object_id": %d' % ids.setdefault(m.group(), len(ids)), content)
+            return content
+
+        tmp.write_bytes(fixed_zip_times(tmp.read_bytes(), rewrite))

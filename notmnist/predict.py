@@ -1,12 +1,12 @@
 """predict: the letter a saved model sees in each image, with its probability and the top 3.
 
-    python -m stages.predict models/model.keras glyph.png some/folder archive.tar.gz
-    python -m stages.predict models/model.keras some/folder --json     # one JSON object per line
+    notmnist predict models/model.keras glyph.png some/folder archive.tar.gz
+    notmnist predict models/model.keras some/folder --json     # one JSON object per line
 
 Inputs are PNG files, folders (searched recursively for image files) or tar.gz archives in the
 notMNIST layout (<root>/A..J/*.png). The model's input is what the pipeline trains on: an 8-bit
 grayscale (mode L) 28x28 image, white glyph on black, scaled to [0, 1]. A 28x28 L PNG is decoded
-exactly as in training (stages.glyphs.decode_png). Any other image that Pillow reads (another size,
+exactly as in training (notmnist.glyphs.decode_png). Any other image that Pillow reads (another size,
 colour, 16-bit, JPEG...) is converted to grayscale L and resized to 28x28, with a note saying so;
 `--strict` refuses it instead, and `--invert` turns dark-on-light pictures (ink on paper) into the
 light-on-dark glyphs the model knows. Archive members are decoded as the pipeline does: members
@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from stages.cli import PipelineError, entry_point, quiet_tensorflow
-from stages.files import IMAGE_SHAPE, LETTERS, load_model
-from stages.glyphs import BadGlyph, decode_png, letter_of, read_glyphs
-from stages.preprocess import scale
+from notmnist.runtime import PipelineError, quiet_tensorflow
+from notmnist.files import IMAGE_SHAPE, LETTERS, load_model
+from notmnist.glyphs import BadGlyph, decode_png, letter_of, read_glyphs
+from notmnist.split import scale
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
@@ -134,15 +134,18 @@ def folder_agreement(results):
     return f"{agree} of {len(known)} images in letter folders A-J were predicted as their folder's letter"
 
 
-@entry_point
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(subparsers):
+    parser = subparsers.add_parser("predict", description=__doc__, help=__doc__.splitlines()[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_path", type=Path)
     parser.add_argument("inputs", nargs="+", help="PNG files, folders or notMNIST-layout tar.gz archives")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line, instead of a table")
     parser.add_argument("--strict", action="store_true", help="refuse images that are not 28x28 grayscale PNGs")
     parser.add_argument("--invert", action="store_true", help="invert pixels first: for dark ink on a light ground")
-    args = parser.parse_args()
+    parser.set_defaults(run=run)
+
+
+def run(args):
     if not args.model_path.is_file():  # before the slow part: reading images, loading TensorFlow
         raise PipelineError(f"{args.model_path} not found; train one with `dvc repro` or give a .keras file")
     images, items, refused = collect(args.inputs, args.strict)
@@ -166,10 +169,3 @@ def main():
     if refused:
         raise SystemExit(1)  # some inputs were not predicted: let scripts notice
 
-
-if __name__ == "__main__":
-    try:
-        main()
-    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(1) from None

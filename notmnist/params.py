@@ -1,11 +1,9 @@
 """The one schema of params.yaml: types, ranges, allowed names, defaults and did-you-mean errors.
 
 Every stage loads its settings through `load()`, which checks the whole file before any work.
-    python -m stages.params --check [params.yaml]   check a file (the default)
-    python -m stages.params --table                 print the reference tables of docs/parameters.md
+Check a file with `notmnist params --check`; its reference tables come from notmnist/reference.py.
 """
 
-import argparse
 import difflib
 import math
 from dataclasses import dataclass, replace
@@ -13,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from stages.cli import PipelineError, entry_point
+from notmnist.runtime import PipelineError
 
 
 class ParamsError(PipelineError):
@@ -324,83 +322,3 @@ def load(path="params.yaml"):
     except yaml.YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {error}") from None
     return validate(raw)
-
-
-def reference_rows(schema=SCHEMA, prefix=""):
-    """(key, default, allowed, meaning) for every parameter, in params.yaml order."""
-    for key, spec in schema.items():
-        if isinstance(spec, dict):
-            yield from reference_rows(spec, f"{prefix}{key}.")
-        else:
-            yield (f"{prefix}{key}", spec.default, spec.describe(), spec.help)
-
-
-def rerun_stages(key, stages):
-    """Stages of dvc.yaml's `stages` that rerun when `key` changes: those whose params list names
-    it (or a section above it), then every stage downstream of them, in dvc.yaml order."""
-    def reads(stage):
-        names = [p for p in stage.get("params", []) if isinstance(p, str)]
-        names += [k for p in stage.get("params", []) if isinstance(p, dict) for k in p.get("params.yaml", [])]
-        return any(key == name or key.startswith(name + ".") for name in names)
-
-    def paths(entries):
-        return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
-
-    rerun = []
-    for name, stage in stages.items():
-        outs = [out for upstream in rerun for kind in ("outs", "metrics", "plots")
-                for out in paths(stages[upstream].get(kind, []))]
-        feeds = any(_same_or_inside(dep, out) or _same_or_inside(out, dep)
-                    for dep in paths(stage.get("deps", [])) for out in outs)
-        if reads(stage) or feeds:
-            rerun.append(name)
-    return rerun
-
-
-def _same_or_inside(path, folder):
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def _cell(value):
-    if isinstance(value, bool):
-        return "`true`" if value else "`false`"
-    if isinstance(value, list):
-        return "`[" + ", ".join(map(str, value)) + "]`"
-    return f"`{value}`"
-
-
-def tables(dvc_yaml="dvc.yaml"):
-    """The Markdown reference: every parameter with the stages it reruns, every layer key, Keras 1 names."""
-    with open(dvc_yaml, encoding="utf-8") as file:
-        stages = yaml.safe_load(file)["stages"]
-    lines = ["| parameter | default | allowed | meaning | reruns |", "|---|---|---|---|---|"]
-    for key, default, allowed, meaning in reference_rows():
-        lines.append(f"| `{key}` | {_cell(default)} | {allowed} | {meaning} | "
-                     f"{', '.join(rerun_stages(key, stages)) or 'nothing'} |")
-    lines += ["", "| layer `type` | key | default | allowed | meaning |", "|---|---|---|---|---|"]
-    for kind, keys in LAYERS.items():
-        if not keys:
-            lines.append(f"| `{kind}` | | | | no settings |")
-        for key, default, allowed, meaning in reference_rows(keys):
-            lines.append(f"| `{kind}` | `{key}` | {_cell(default)} | {allowed} | {meaning} |")
-    lines += ["", "| Keras 1 name (an error) | use instead |", "|---|---|"]
-    lines += [f"| `{old}` | {new} |" for old, new in KERAS1_NAMES.items()]
-    return "\n".join(lines) + "\n"
-
-
-@entry_point
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("path", nargs="?", default="params.yaml")
-    parser.add_argument("--check", action="store_true", help="check the file and exit (the default)")
-    parser.add_argument("--table", action="store_true", help="print the reference tables (reads dvc.yaml)")
-    args = parser.parse_args()
-    if args.table:
-        print(tables(), end="")
-        return
-    load(args.path)
-    print(f"{args.path}: ok")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """export: the trained model as a TensorFlow SavedModel and a TFLite file, checked and timed.
 
-    python -m stages.export models/model.keras models/export
-    python -m stages.export models/model.keras models/export --check data/raw/notMNIST_small.tar.gz
+    notmnist export models/model.keras models/export
+    notmnist export models/model.keras models/export --check data/raw/notMNIST_small.tar.gz
 
 Writes models/export/saved_model/ (Keras ExportArchive, endpoint `serve`: float32
 (N, 28, 28, 1) in [0, 1] -> (N, 10) probabilities, A..J), models/export/model.tflite (float32,
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.cli import PipelineError, entry_point, quiet_tensorflow
-from stages.files import IMAGE_SHAPE, load_arrays, load_model, write_bytes, write_json
+from notmnist.runtime import PipelineError, quiet_tensorflow
+from notmnist.files import IMAGE_SHAPE, load_arrays, load_model, write_bytes, write_json
 
 DEFAULT_CHECK = Path("data/processed/test.npz")
 CHECK_IMAGES = 256
@@ -56,8 +56,8 @@ def check_images(source, count=CHECK_IMAGES):
     if source.suffix == ".npz":
         x = load_arrays(source, {"x": (np.float32, 4)})["x"]
     else:
-        from stages.glyphs import read_glyphs
-        from stages.preprocess import scale
+        from notmnist.glyphs import read_glyphs
+        from notmnist.split import scale
 
         x = scale(read_glyphs(source, require_all_letters=False, show_progress=False).images)
     return np.ascontiguousarray(x[:count], dtype=np.float32)
@@ -149,16 +149,19 @@ def folder_bytes(path):
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-@entry_point
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(subparsers):
+    parser = subparsers.add_parser("export", description=__doc__, help=__doc__.splitlines()[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_path", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--check", type=Path, default=DEFAULT_CHECK,
                         help=f"real glyphs to compare on: processed .npz, or archive/folder (default {DEFAULT_CHECK})")
     parser.add_argument("--check-images", type=int, default=CHECK_IMAGES)
     parser.add_argument("--calls", type=int, default=TIMED_CALLS, help="timed single-image calls per format")
-    args = parser.parse_args()
+    parser.set_defaults(run=run)
+
+
+def run(args):
     if not args.check.exists():
         raise PipelineError(f"{args.check} not found; run `dvc repro` or pass --check path/to/notMNIST_small.tar.gz")
     x = check_images(args.check, args.check_images)
@@ -189,6 +192,3 @@ def main():
                             f"{args.check}; see {args.out_dir / 'export.json'}; do not ship these files")
     print(f"export: wrote {saved}/ and {tflite}; all agree with Keras on {len(x)} real glyphs")
 
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,8 @@
 """render_plots: draw the project's `dvc plots` with no network, for offline viewing and CI logs.
 
-    python -m stages.render_plots                      # the workspace, like `dvc plots show`
-    python -m stages.render_plots HEAD main exp-name   # revisions side by side, like `dvc plots diff`
-    python -m stages.render_plots --out some/folder
+    notmnist plots                      # the workspace, like `dvc plots show`
+    notmnist plots HEAD main exp-name   # revisions side by side, like `dvc plots diff`
+    notmnist plots --out some/folder
 
 `dvc plots show` writes dvc_plots/index.html, which loads vega from a CDN and is blank offline.
 This asks DVC for the same plots as Vega-Lite specs with the data filled in (`--json`), renders
@@ -19,8 +19,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from stages.cli import PipelineError, entry_point
-from stages.files import write_bytes
+from notmnist.runtime import PipelineError
+from notmnist.files import write_bytes
 
 DEFAULT_OUT = Path("dvc_plots/offline")
 PNG_SCALE = 2  # crisp on high-density screens; the SVG is there for any size
@@ -94,17 +94,17 @@ def render(plots, out_dir):
     return written
 
 
-@entry_point
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_parser(subparsers):
+    parser = subparsers.add_parser("plots", description=__doc__, help=__doc__.splitlines()[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("revisions", nargs="*", help="Git revisions or experiment names to compare (dvc plots diff)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    args = parser.parse_args()
+    parser.set_defaults(run=run)
+
+
+def run(args):
     written = render(plot_specs(args.revisions), args.out)
     for name, files in written.items():
         print(f"{name}: {', '.join(str(path) for path in files)}")
-    print(f"render_plots: open {args.out / 'index.html'} (works offline)")
+    print(f"plots: open {args.out / 'index.html'} (works offline)")
 
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,3 @@
+from notmnist.cli import main
+
+main()

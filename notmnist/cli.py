@@ -1,0 +1,69 @@
+"""notmnist: the project's tools, one command with a subcommand each.
+
+    notmnist grade MODEL SOURCE [--out report.json]   score a model on a labelled notMNIST-layout archive
+    notmnist predict MODEL INPUT... [--json]          the letter in each image
+    notmnist export MODEL OUT_DIR                     SavedModel + TFLite, checked against Keras
+    notmnist plots [REVISION...]                      the project's dvc plots, drawn offline
+    notmnist params [--check | --table] [PATH]        check params.yaml, or print its reference
+TensorFlow's own log lines stay hidden unless --verbose (or NOTMNIST_VERBOSE=1) is given.
+"""
+
+import argparse
+import os
+import sys
+
+from notmnist import export, grade, plots, predict
+from notmnist.runtime import entry_point
+
+
+def add_params_parser(subparsers):
+    parser = subparsers.add_parser("params", help="check params.yaml, or print its reference tables",
+                                   description="Check a params file as every stage would (the default), "
+                                               "or print the reference tables of docs/parameters.md.")
+    parser.add_argument("path", nargs="?", default="params.yaml")
+    parser.add_argument("--check", action="store_true", help="check the file and exit (the default)")
+    parser.add_argument("--table", action="store_true", help="print the reference tables (reads dvc.yaml)")
+    parser.set_defaults(run=run_params)
+
+
+def run_params(args):
+    if args.table:
+        from notmnist.reference import tables
+
+        print(tables(), end="")
+        return
+    from notmnist import params
+
+    params.load(args.path)
+    print(f"{args.path}: ok")
+
+
+def parser():
+    main_parser = argparse.ArgumentParser(prog="notmnist", description=__doc__,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    main_parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
+    subparsers = main_parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
+    for module in (grade, predict, export, plots):
+        module.add_parser(subparsers)
+    add_params_parser(subparsers)
+    return main_parser
+
+
+@entry_point
+def run(argv=None):
+    args = parser().parse_args(argv)
+    if args.verbose:
+        os.environ["NOTMNIST_VERBOSE"] = "1"
+    return args.run(args)
+
+
+def main(argv=None):
+    try:
+        return run(argv)
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

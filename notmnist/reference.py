@@ -1,0 +1,71 @@
+"""The parameter reference of docs/parameters.md, generated from the schema and dvc.yaml.
+
+Kept apart from notmnist/params.py, which every stage imports: editing a help text here reruns
+no stage. `notmnist params --table` prints it.
+"""
+
+import yaml
+
+from notmnist.params import KERAS1_NAMES, LAYERS, SCHEMA
+
+
+def reference_rows(schema=SCHEMA, prefix=""):
+    """(key, default, allowed, meaning) for every parameter, in params.yaml order."""
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            yield from reference_rows(spec, f"{prefix}{key}.")
+        else:
+            yield (f"{prefix}{key}", spec.default, spec.describe(), spec.help)
+
+
+def rerun_stages(key, stages):
+    """Stages of dvc.yaml's `stages` that rerun when `key` changes: those whose params list names
+    it (or a section above it), then every stage downstream of them, in dvc.yaml order."""
+    def reads(stage):
+        names = [p for p in stage.get("params", []) if isinstance(p, str)]
+        names += [k for p in stage.get("params", []) if isinstance(p, dict) for k in p.get("params.yaml", [])]
+        return any(key == name or key.startswith(name + ".") for name in names)
+
+    def paths(entries):
+        return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+
+    rerun = []
+    for name, stage in stages.items():
+        outs = [out for upstream in rerun for kind in ("outs", "metrics", "plots")
+                for out in paths(stages[upstream].get(kind, []))]
+        feeds = any(_same_or_inside(dep, out) or _same_or_inside(out, dep)
+                    for dep in paths(stage.get("deps", [])) for out in outs)
+        if reads(stage) or feeds:
+            rerun.append(name)
+    return rerun
+
+
+def _same_or_inside(path, folder):
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _cell(value):
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, list):
+        return "`[" + ", ".join(map(str, value)) + "]`"
+    return f"`{value}`"
+
+
+def tables(dvc_yaml="dvc.yaml"):
+    """The Markdown reference: every parameter with the stages it reruns, every layer key, Keras 1 names."""
+    with open(dvc_yaml, encoding="utf-8") as file:
+        stages = yaml.safe_load(file)["stages"]
+    lines = ["| parameter | default | allowed | meaning | reruns |", "|---|---|---|---|---|"]
+    for key, default, allowed, meaning in reference_rows():
+        lines.append(f"| `{key}` | {_cell(default)} | {allowed} | {meaning} | "
+                     f"{', '.join(rerun_stages(key, stages)) or 'nothing'} |")
+    lines += ["", "| layer `type` | key | default | allowed | meaning |", "|---|---|---|---|---|"]
+    for kind, keys in LAYERS.items():
+        if not keys:
+            lines.append(f"| `{kind}` | | | | no settings |")
+        for key, default, allowed, meaning in reference_rows(keys):
+            lines.append(f"| `{kind}` | `{key}` | {_cell(default)} | {allowed} | {meaning} |")
+    lines += ["", "| Keras 1 name (an error) | use instead |", "|---|---|"]
+    lines += [f"| `{old}` | {new} |" for old, new in KERAS1_NAMES.items()]
+    return "\n".join(lines) + "\n"
