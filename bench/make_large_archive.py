@@ -13,7 +13,6 @@ import argparse
 import base64
 import io
 import multiprocessing
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -21,11 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from notmnist.files import LETTERS  # noqa: E402
-from notmnist.glyphs import read_glyphs  # noqa: E402
+from notmnist.files import LETTERS
+from notmnist.glyphs import read_glyphs
 
-SMALL = Path(__file__).resolve().parents[2] / "shared/data/notMNIST_small.tar.gz"
+SMALL = Path(__file__).resolve().parents[1] / "data/raw/notMNIST_small.tar.gz"  # the project's own copy (setup.sh)
 ROOT = "notMNIST_large"
 MAX_SHIFT = 2
 NOISY_PIXELS = 24  # of 784: enough to make every image unique, little enough to keep PNGs small
@@ -41,13 +39,13 @@ def font_name(source_name: str, variant: int) -> str:
     return base64.urlsafe_b64encode(f"{stem} Synth{variant:02d}.ttf".encode()).decode() + ".png"  # no '/'
 
 
-
 def shifted(image, dy, dx):
     """The image moved by (dy, dx) pixels, black filling the border (no wrap-around)."""
     out = np.zeros_like(image)
     h, w = image.shape
-    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = image[max(-dy, 0):h - max(dy, 0),
-                                                                       max(-dx, 0):w - max(dx, 0)]
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
+        max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
     return out
 
 
@@ -111,8 +109,7 @@ def main():
     start = time.perf_counter()
     load_source(args.source)
     count = write_archive(args.out, args.images, args.seed, args.workers)
-    print(f"{args.out}: {count:,} PNGs, {args.out.stat().st_size / 2**20:.0f} MiB, "
-          f"{time.perf_counter() - start:.0f} s")
+    print(f"{args.out}: {count:,} PNGs, {args.out.stat().st_size / 2**20:.0f} MiB, {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

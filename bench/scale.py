@@ -36,8 +36,11 @@ def measured(args, cwd):
 def archive(work, size):
     path = work / f"synthetic_{size}.tar.gz"
     if not path.exists():
-        subprocess.run([sys.executable, str(REPO / "bench/make_large_archive.py"), str(path), "--images", str(size)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, str(REPO / "bench/make_large_archive.py"), str(path), "--images", str(size)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return path
 
 
@@ -62,14 +65,17 @@ def main():
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"load: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"| stage | images | wall s | CPU s | images/s (wall) | peak RSS MiB | MiB per 10k images |")
+    print("| stage | images | wall s | CPU s | images/s (wall) | peak RSS MiB | MiB per 10k images |")
     print("|---|---|---|---|---|---|---|")
     try:
         for size in args.sizes:
             rows, outputs = stage_rows(args.work, size)
             for stage, n, wall, cpu, rss in rows:
-                print(f"| {stage} | {n:,} | {wall:.1f} | {cpu:.1f} | {n / wall:,.0f} | {rss:,.0f} | "
-                      f"{rss / n * 1e4:.0f} |", flush=True)
+                print(
+                    f"| {stage} | {n:,} | {wall:.1f} | {cpu:.1f} | {n / wall:,.0f} | {rss:,.0f} | "
+                    f"{rss / n * 1e4:.0f} |",
+                    flush=True,
+                )
             print(f"|  | {size:,} | .npz outputs: {outputs:,.0f} MiB |  |  |  |  |", flush=True)
     finally:
         if not args.keep:

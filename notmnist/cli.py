@@ -5,6 +5,8 @@
     notmnist export MODEL OUT_DIR                     SavedModel + TFLite, checked against Keras
     notmnist plots [REVISION...]                      the project's dvc plots, drawn offline
     notmnist params [--check | --table] [PATH]        check params.yaml, or print its reference
+    notmnist compare MODEL_A MODEL_B [--split NPZ]    accuracies with 95% intervals, McNemar's exact test
+    notmnist seeds [--all-commits]                    mean and sd over seeds per configuration (dvc exp show)
 TensorFlow's own log lines stay hidden unless --verbose (or NOTMNIST_VERBOSE=1) is given.
 """
 
@@ -12,7 +14,7 @@ import argparse
 import os
 import sys
 
-from notmnist import export, grade, plots, predict
+from notmnist import compare, export, grade, plots, predict, seeds
 from notmnist.runtime import entry_point
 
 
@@ -43,7 +45,7 @@ def parser():
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
     main_parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     subparsers = main_parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
-    for module in (grade, predict, export, plots):
+    for module in (grade, predict, export, plots, compare, seeds):
         module.add_parser(subparsers)
     add_params_parser(subparsers)
     return main_parser

@@ -23,12 +23,21 @@ from pathlib import Path
 
 import numpy as np
 
+from notmnist.files import (
+    IMAGE_SHAPE,
+    check_writable,
+    load_arrays,
+    load_model,
+    refuse_overwriting_inputs,
+    write_bytes,
+    write_json,
+)
 from notmnist.runtime import PipelineError, quiet_tensorflow
-from notmnist.files import IMAGE_SHAPE, load_arrays, load_model, write_bytes, write_json
 
 DEFAULT_CHECK = Path("data/processed/test.npz")
 CHECK_IMAGES = 256
 TIMED_CALLS = 200
+EXPORT_FILES = {"saved_model", "model.tflite", "export.json"}  # the whole export: it appears whole or not at all
 
 
 @contextlib.contextmanager
@@ -73,8 +82,7 @@ def export_saved_model(model, path):
     archive.track(model)
     archive.add_endpoint("serve", lambda x: model(x, training=False),
                          input_signature=[keras.InputSpec(shape=(None, *IMAGE_SHAPE, 1), dtype="float32")])
-    with atomic_dir(path) as tmp:
-        archive.write_out(str(tmp), verbose=False)
+    archive.write_out(str(path), verbose=False)
 
 
 def tflite_bytes(saved_model_dir):
@@ -161,34 +169,52 @@ def add_parser(subparsers):
     parser.set_defaults(run=run)
 
 
-def run(args):
+def check_arguments(args):
+    """Every refusal that needs no model or TensorFlow, before any work."""
+    for option, value in (("--check-images", args.check_images), ("--calls", args.calls)):
+        if value < 1:
+            raise PipelineError(f"{option} {value}: must be 1 or more")
+    if not args.model_path.is_file():
+        raise PipelineError(f"{args.model_path} not found; train one with `dvc repro` or give a .keras file")
     if not args.check.exists():
         raise PipelineError(f"{args.check} not found; run `dvc repro` or pass --check path/to/notMNIST_small.tar.gz")
+    refuse_overwriting_inputs([args.model_path, args.check], [args.out_dir])
+    check_writable(args.out_dir, folder=True)
+    others = sorted(path.name for path in args.out_dir.iterdir() if path.name not in EXPORT_FILES) \
+        if args.out_dir.is_dir() else []
+    if others:
+        raise PipelineError(f"{args.out_dir} holds files that are not an export ({', '.join(others[:5])}), and an "
+                            "export replaces the whole folder: choose a new or empty folder")
+
+
+def run(args):
+    check_arguments(args)
     x = check_images(args.check, args.check_images)
     quiet_tensorflow()
     model = load_model(args.model_path)
     saved, tflite = args.out_dir / "saved_model", args.out_dir / "model.tflite"
-    export_saved_model(model, saved)
-    write_bytes(tflite, tflite_bytes(saved))
-    runs = runners(model, saved, tflite)
-    agree = agreement(runs, x)
-    report = {
-        "checked_images": int(len(x)),
-        "check_source": str(args.check),
-        "bytes": {"keras": folder_bytes(args.model_path), "saved_model": folder_bytes(saved),
-                  "tflite": folder_bytes(tflite)},
-        "latency_ms_batch1_median": {name: latency_ms(run, x[:1], args.calls) for name, run in runs.items()},
-        "agreement_with_keras": agree,
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-    }
-    write_json(args.out_dir / "export.json", report)
-    print(f"{'format':<12} {'size':>10}  {'ms/image':>8}  same top-1")
-    for name in runs:
-        print(f"{name:<12} {report['bytes'][name]:>10,}  {report['latency_ms_batch1_median'][name]:>8.3f}  "
-              f"{agree[name]['same_top1']}/{len(x)}")
-    differing = [name for name in runs if agree[name]["same_top1"] != len(x)]
-    if differing:
-        raise PipelineError(f"{', '.join(differing)} disagree with the Keras model on some of {len(x)} glyphs from "
-                            f"{args.check}; see {args.out_dir / 'export.json'}; do not ship these files")
-    print(f"export: wrote {saved}/ and {tflite}; all agree with Keras on {len(x)} real glyphs")
+    with atomic_dir(args.out_dir) as tmp:  # nothing appears unless every file is written and checked
+        export_saved_model(model, tmp / saved.name)
+        write_bytes(tmp / tflite.name, tflite_bytes(tmp / saved.name))
+        runs = runners(model, tmp / saved.name, tmp / tflite.name)
+        agree = agreement(runs, x)
+        report = {
+            "checked_images": int(len(x)),
+            "check_source": str(args.check),
+            "bytes": {"keras": folder_bytes(args.model_path), "saved_model": folder_bytes(tmp / saved.name),
+                      "tflite": folder_bytes(tmp / tflite.name)},
+            "latency_ms_batch1_median": {name: latency_ms(run, x[:1], args.calls) for name, run in runs.items()},
+            "agreement_with_keras": agree,
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        }
+        print(f"{'format':<12} {'size':>10}  {'ms/image':>8}  same top-1")
+        for name in runs:
+            print(f"{name:<12} {report['bytes'][name]:>10,}  {report['latency_ms_batch1_median'][name]:>8.3f}  "
+                  f"{agree[name]['same_top1']}/{len(x)}")
+        differing = [name for name in runs if agree[name]["same_top1"] != len(x)]
+        if differing:
+            raise PipelineError(f"{', '.join(differing)} disagree with the Keras model on some of {len(x)} glyphs from "
+                                f"{args.check} (table above); nothing was written to {args.out_dir}")
+        write_json(tmp / "export.json", report)
+    print(f"export: wrote {saved}/, {tflite} and export.json; all agree with Keras on {len(x)} real glyphs")
 

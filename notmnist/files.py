@@ -6,6 +6,7 @@ to disk, then renamed over it, so a killed stage never leaves a half-written fil
 
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import os
@@ -20,6 +21,8 @@ from notmnist.runtime import PipelineError
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 LETTERS = "ABCDEFGHIJ"
+MAX_MODEL_CONFIG_BYTES = 16 << 20  # Keras parses config.json whole; this project's are tens of KB
+PARAMS = Path("params.yaml")
 
 
 @contextlib.contextmanager
@@ -73,6 +76,59 @@ def write_npz(path, **arrays):
             entry.external_attr = 0o644 << 16
             with archive.open(entry, "w", force_zip64=array.nbytes > 1 << 30) as file:
                 np.lib.format.write_array(file, array, allow_pickle=False)
+
+
+def check_writable(path, folder=False):
+    """Refuse, before any long work, an output that could not be written: a file output that is a
+    folder (or the reverse), or whose nearest existing folder is a file or is not writable."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise PipelineError(f"cannot write {path}: it is {'a folder' if path.is_dir() else 'a file'}, and this output "
+                            f"is {'a folder' if folder else 'a file'}; move it away, then rerun")
+    existing = path if folder else path.parent
+    while not existing.exists():  # the writers create missing folders; '.' always exists
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PipelineError(f"cannot write {path}: {existing} is a file, not a folder; move it away, then rerun")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PipelineError(f"cannot write {path}: the folder {existing} is not writable; "
+                            f"fix its permissions (chmod u+w {existing}), then rerun")
+
+
+def refuse_overwriting_inputs(inputs, outputs):
+    """Refuse an output that is one of the command's inputs, lies inside an input folder, or is a
+    folder (replaced whole) holding an input."""
+    for output in map(Path, outputs):
+        for source in map(Path, inputs):
+            out, into = output.resolve(), source.resolve()
+            if out == into:
+                raise PipelineError(f"{output} is also an input of this command; writing it would destroy the input: "
+                                    "choose another output path")
+            if into in out.parents:
+                raise PipelineError(f"{output} lies inside the input folder {source}: choose an output outside it")
+            if out in into.parents:
+                raise PipelineError(f"{output} holds the input {source}, and writing {output} would replace it: "
+                                    "choose another output folder")
+
+
+def params_fingerprint(path=PARAMS):
+    """A digest of params.yaml's bytes, taken when a stage starts (before it loads its settings)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def refuse_changed_params(fingerprint, path=PARAMS):
+    """Call just before a stage saves: a changed params.yaml means someone rewrote it while the stage
+    ran (a second `dvc exp run -S` rewrites it before it finds DVC's lock taken), so the outputs would
+    not match the parameters DVC records. Save nothing."""
+    if params_fingerprint(path) != fingerprint:
+        raise PipelineError(f"{path} changed while this stage ran (a second `dvc exp run` in this workspace, or an "
+                            "editor); nothing was saved, since the results would mix two sets of parameters. Run one "
+                            "experiment at a time in a workspace: queue the others with `dvc exp run --queue -S ...` "
+                            "and `dvc queue start`; restore the last good state with `touch params.yaml dvc.lock && "
+                            "git checkout HEAD -- params.yaml dvc.lock metrics && dvc checkout --force`")
 
 
 def fixed_zip_times(data: bytes, rewrite=lambda name, content: content) -> bytes:
@@ -139,14 +195,37 @@ def pin_threads(threads=None):
     setup_tensorflow(threads)
 
 
+def check_model_file(path):
+    """Refuse, before Keras parses anything, a file that is not a .keras zip or whose config.json is
+    larger than MAX_MODEL_CONFIG_BYTES (zipfile never reads past the size the zip declares)."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path} not found; run `dvc repro` to train it")
+    if path.suffix == ".h5":  # a legacy HDF5 model: no zip, Keras reads it itself
+        return
+    if path.is_dir() or not zipfile.is_zipfile(path):
+        raise PipelineError(f"{path} is not a loadable Keras model: not a Keras model file (not a zip archive); "
+                            "give a .keras file saved by Keras 3, such as models/model.keras from `dvc repro`")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config_bytes = archive.getinfo("config.json").file_size
+    except KeyError:
+        raise PipelineError(f"{path} is not a loadable Keras model: a zip without config.json; "
+                            "give a .keras file saved by Keras 3") from None
+    except (zipfile.BadZipFile, OSError) as error:
+        raise PipelineError(f"{path} is not a loadable Keras model: {error}") from None
+    if config_bytes > MAX_MODEL_CONFIG_BYTES:
+        raise PipelineError(f"{path}: its config.json is {config_bytes:,} bytes, over the {MAX_MODEL_CONFIG_BYTES:,} "
+                            "a model of this project needs (tens of KB); refusing to parse it")
+
+
 def load_model(path):
     """Load a .keras model in safe mode and check it takes (N, 28, 28, 1) and gives 10 classes.
     Pins TensorFlow's threads first (pin_threads), for every caller: evaluate, predict and grade."""
     import keras
 
     pin_threads()
-    if not Path(path).exists():
-        raise PipelineError(f"{path} not found; run `dvc repro` to train it")
+    check_model_file(path)
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except ValueError as error:

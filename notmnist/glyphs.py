@@ -4,26 +4,34 @@ Used by extract, by the grading command and by predict, so all of them decode id
 Problems with one image (empty, corrupt, wrong size or mode, not a PNG) skip that image and say
 why; problems with the source itself (truncated or non-gzip archive, unsafe member paths,
 links, devices, oversized members, no letter folders) raise a PipelineError and nothing is kept.
+Archives are read by tarfile in streaming mode; every input is bounded (member count and size,
+header size, bytes unpacked), and memory grows only with the glyphs kept.
 """
 
 import gzip
 import os
 import struct
 import sys
+import tarfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyspng
 
-from notmnist.runtime import PipelineError
 from notmnist.files import IMAGE_SHAPE, LETTERS
+from notmnist.runtime import PipelineError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_MEMBER_BYTES = 1 << 20  # a notMNIST PNG is under 1 KiB; anything this big is not a glyph
 MAX_TOTAL_BYTES = 8 << 30  # notMNIST_large unpacks to about 2 GiB; beyond this is a bomb
 MAX_TRAILING_BYTES = 1 << 20  # zeros after the last member: tar pads to a 10 KiB record; more is suspect
+MAX_MEMBERS = 2_000_000  # tar headers; notMNIST_large has about 530,000 members
+MAX_HEADER_BYTES = 64 << 10  # one pax or GNU long-name header; a notMNIST name is under 100 bytes
+MAX_NAME_CHARS = 255  # one part of a member path; no common file system holds a longer one
+MAX_LISTED_SKIPS = 1000  # skipped members named one by one; all of them are counted per reason
 
 
 @dataclass
@@ -31,7 +39,8 @@ class Glyphs:
     images: np.ndarray  # uint8 (N, 28, 28), white glyph on black
     labels: np.ndarray  # uint8 (N,), A=0 ... J=9
     names: np.ndarray  # str (N,), "<letter>/<file name>"
-    skipped: list = field(default_factory=list)  # [{"name": ..., "reason": ...}]
+    skipped: list = field(default_factory=list)  # the first MAX_LISTED_SKIPS [{"name": ..., "reason": ...}]
+    skipped_reasons: Counter = field(default_factory=Counter)  # reason -> count, over every skipped member
 
 
 class BadGlyph(ValueError):
@@ -80,165 +89,178 @@ def path_parts(name: str):
 
 def letter_of(name: str):
     """The class of a member path `.../<letter>/<file>`, or None outside the A-J folders."""
-    return letter_of_parts(path_parts(name))
+    return placement(path_parts(name))[0]
 
 
-def letter_of_parts(parts):
-    return LETTERS.index(parts[-2]) if len(parts) >= 2 and len(parts[-2]) == 1 and parts[-2] in LETTERS else None
+LOWER_LETTERS = LETTERS.lower()
+OUTSIDE = "outside the A-J letter folders"
+LOWER_CASE = f"{OUTSIDE} (in a lower-case folder a-j)"
+NESTED = f"{OUTSIDE} (one folder too deep, below a letter folder)"
 
 
-BLOCK = 512  # tar headers and data come in 512-byte blocks
-REGULAR, DIRECTORY, LINKS, DEVICES = (b"0", b"\0", b"7"), b"5", (b"1", b"2"), (b"3", b"4", b"6")
-GNU_LONG_NAME, GNU_LONG_LINK, PAX_MEMBER, PAX_GLOBAL = b"L", b"K", b"x", b"g"
+def placement(parts):
+    """(class, None) for a member in a letter folder, else (None, why it is not used)."""
+    folder = parts[-2] if len(parts) >= 2 else ""
+    if len(folder) == 1 and folder in LETTERS:
+        return LETTERS.index(folder), None
+    if len(folder) == 1 and folder in LOWER_LETTERS:
+        return None, LOWER_CASE
+    return None, NESTED if any(len(part) == 1 and part in LETTERS for part in parts[:-2]) else OUTSIDE
 
 
-class _Corrupt(Exception):
-    """A tar header that does not parse; raised as a PipelineError naming the archive."""
+def printable(name: str) -> str:
+    """A member name that prints and saves anywhere: undecodable bytes (kept by tarfile as surrogates) are
+    spelled `\\xff`, control characters `\\n`."""
+    if name.isprintable():
+        return name
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)
 
 
-def _tar_header(header):
-    """A 512-byte tar header -> (name bytes, type flag, size); _Corrupt if its checksum is wrong.
-    POSIX ustar (with its name prefix) and GNU headers; the pax and GNU extensions are read by
-    _tar_entries."""
-    try:
-        stored = int(header[148:156].replace(b"\0", b" ").strip() or b"-1", 8)
-        size_field = header[124:136]
-        size = (int.from_bytes(size_field[1:], "big") if size_field[0] & 0x80  # base-256: huge
-                else int(size_field.replace(b"\0", b" ").strip() or b"0", 8))
-    except ValueError:
-        raise _Corrupt("unreadable tar header") from None
-    if stored != sum(header) - sum(header[148:156]) + 8 * ord(" "):
-        raise _Corrupt("tar header checksum mismatch")
-    name = header[:100].split(b"\0", 1)[0]
-    if header[257:263] == b"ustar\0" and header[345] != 0:  # POSIX: long paths are split in two
-        name = header[345:500].split(b"\0", 1)[0] + b"/" + name
-    return name, header[156:157], size
+LINKS, DEVICES = (tarfile.LNKTYPE, tarfile.SYMTYPE), (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
+EXTENSIONS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+              tarfile.GNUTYPE_LONGLINK)
+KNOWN_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.DIRTYPE, *LINKS, *DEVICES, *EXTENSIONS)
 
 
-def _pax_records(data):
-    """The `length key=value\\n` records of a pax extended header, as a dict of str."""
-    records, position = {}, 0
-    while position < len(data) and data[position]:
-        space = data.index(b" ", position)
-        length = int(data[position:space])
-        key, _, value = data[space + 1:position + length - 1].partition(b"=")
-        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        position += length
-    return records
+class _Unreadable(Exception):  # a corrupt or cut archive (tarfile would end quietly at some of these)
+    pass
 
 
-def _check_member(source, name, kind, size):
+class _Refused(Exception):  # an archive no notMNIST source is: unsafe, unknown or over a bound
+    pass
+
+
+def _header_class():
+    """A TarInfo for one archive that refuses unknown types and oversized pax/GNU headers before tarfile
+    reads them whole, bounds the headers, and turns every header error but the end-of-archive block
+    into _Unreadable (tarfile stops quietly at a bad header after the first, losing members)."""
+
+    class Header(tarfile.TarInfo):
+        headers, depth = 0, 0
+
+        @classmethod
+        def frombuf(cls, buf, encoding, errors):
+            header = super().frombuf(buf, encoding, errors)
+            cls.headers += 1
+            name = printable(header.name)
+            if cls.headers > MAX_MEMBERS:
+                raise _Refused(f"more than {MAX_MEMBERS:,} members; this is not a notMNIST archive")
+            if header.type not in KNOWN_TYPES:
+                raise _Refused(f"member '{name}' has tar type {header.type.decode(errors='replace')!r}, which a "
+                               "notMNIST archive never holds (only files and folders); refusing it")
+            if header.type in EXTENSIONS and header.size > MAX_HEADER_BYTES:
+                raise _Refused(f"member '{name}' has a {header.size:,}-byte pax or GNU header, over the "
+                               f"{MAX_HEADER_BYTES:,}-byte cap; this is not a notMNIST archive")
+            return header
+
+        @classmethod
+        def fromtarfile(cls, tar):
+            cls.depth += 1  # pax and GNU headers each read the next header: a long chain would recurse deep
+            try:
+                if cls.depth > 8:
+                    raise _Refused("more than 8 pax or GNU headers in a row; this is not a notMNIST archive")
+                return super().fromtarfile(tar)
+            except tarfile.EOFHeaderError:
+                raise  # the zero block that ends the archive: tarfile stops, _check_end checks the rest
+            except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError):
+                raise _Unreadable("it ends without an end-of-archive marker") from None
+            except tarfile.HeaderError as error:
+                raise _Unreadable(str(error)) from None
+            finally:
+                cls.depth -= 1
+
+    return Header
+
+
+def _check_member(member, name):
     if name.startswith("/"):
-        raise PipelineError(f"{source}: member '{name}' has an absolute path; refusing an unsafe archive")
+        raise _Refused(f"member '{name}' has an absolute path; refusing an unsafe archive")
     if ".." in name.split("/"):
-        raise PipelineError(f"{source}: member '{name}' has a '..' path; refusing an unsafe archive")
-    if kind in LINKS:
-        raise PipelineError(f"{source}: member '{name}' is a link; notMNIST archives hold only files")
-    if kind in DEVICES:
-        raise PipelineError(f"{source}: member '{name}' is a device or pipe; refusing an unsafe archive")
-    if kind not in REGULAR and kind != DIRECTORY:
-        raise PipelineError(f"{source}: member '{name}' has tar type {kind.decode(errors='replace')!r}, which a "
-                            "notMNIST archive never holds (only files and folders); refusing it")
-    if size > MAX_MEMBER_BYTES:
-        raise PipelineError(f"{source}: member '{name}' is {size:,} bytes, over the {MAX_MEMBER_BYTES:,}-byte "
-                            "cap for one glyph; this is not a notMNIST archive (or is a decompression bomb)")
+        raise _Refused(f"member '{name}' has a '..' path; refusing an unsafe archive")
+    if member.type in LINKS:
+        raise _Refused(f"member '{name}' is a link; notMNIST archives hold only files")
+    if member.type in DEVICES:
+        raise _Refused(f"member '{name}' is a device or pipe; refusing an unsafe archive")
+    if not member.pax_headers.get("size", "0").isdigit():
+        raise _Refused(f"member '{name}' has pax size={member.pax_headers['size']!r}, not a number; "
+                       "the archive is corrupt: download it again")
+    if member.size > MAX_MEMBER_BYTES:
+        raise _Refused(f"member '{name}' is {member.size:,} bytes, over the {MAX_MEMBER_BYTES:,}-byte "
+                       "cap for one glyph; this is not a notMNIST archive (or is a decompression bomb)")
+    if max(map(len, name.split("/"))) > MAX_NAME_CHARS:
+        raise _Refused(f"member '{name[:80]}...' has a name part over {MAX_NAME_CHARS} characters, "
+                       "which no common file system holds; this is not a notMNIST archive")
 
 
-def _truncated(source, last_name):
-    if last_name is None:
-        return PipelineError(f"{source}: not a tar archive inside the gzip (no tar header)")
-    return PipelineError(f"{source}: the archive is truncated or corrupt after member '{last_name}' "
-                         "(no end-of-archive marker); download it again")
-
-
-def _read_exactly(stream, size, source, last_name):
-    data = stream.read(size)
-    if len(data) < size:
-        raise _truncated(source, last_name)
-    return data
-
-
-def _check_tar_end(source, stream, last_name):
-    """After the first zero block: only zeros to the end of the stream (reading it checks the gzip
-    CRC and length), at least the two 512-byte end-of-archive blocks, at most MAX_TRAILING_BYTES."""
-    trailing = BLOCK
+def _check_end(stream, last_name):
+    """After the zero block that ended the members: only zeros to the end of the stream (reading it
+    checks the gzip CRC and length), one more zero block at least, at most MAX_TRAILING_BYTES."""
+    trailing = 0
     while chunk := stream.read(1 << 16):
         trailing += len(chunk)
         if chunk.count(0) != len(chunk):
-            raise PipelineError(f"{source}: the archive is truncated or corrupt (data after the end-of-archive "
-                                f"marker that follows member '{last_name}'); download it again")
+            raise _Unreadable("data after the end-of-archive marker")
         if trailing > MAX_TRAILING_BYTES:
-            raise PipelineError(f"{source}: over {MAX_TRAILING_BYTES:,} bytes after the last tar member "
-                                f"'{last_name}'; this is not a notMNIST archive")
-    if trailing < 2 * BLOCK:
-        raise PipelineError(f"{source}: the archive is truncated or corrupt after member '{last_name}' "
-                            "(no end-of-archive marker); download it again")
-
-
-def _tar_entries(source, stream):
-    """Yield (name, type flag, bytes) of every member of an uncompressed tar stream, checked by
-    _check_member. Read by hand from the headers: tarfile costs ~30 us a member, a third of
-    extract's time, where this loop costs a few. A cut or corrupt stream raises, even between
-    two members: no image is silently lost."""
-    last_name, total, pending = None, 0, {}  # pending: the pax or GNU long name for the next member
-    while True:
-        header = _read_exactly(stream, BLOCK, source, last_name)
-        if header.count(0) == BLOCK:
-            return _check_tar_end(source, stream, last_name)
-        try:
-            raw_name, kind, size = _tar_header(header)
-        except _Corrupt as error:
-            if last_name is None:
-                raise PipelineError(f"{source}: not a tar archive inside the gzip ({error})") from None
-            raise PipelineError(f"{source}: the archive is truncated or corrupt ({error} after member "
-                                f"'{last_name}'); download it again") from None
-        name = pending.get("path") or raw_name.decode("utf-8", "surrogateescape")
-        size = int(pending.get("size", size))
-        extension = kind in (GNU_LONG_NAME, GNU_LONG_LINK, PAX_MEMBER, PAX_GLOBAL)
-        _check_member(source, name, REGULAR[0] if extension else kind, size)
-        data = _read_exactly(stream, -(-size // BLOCK) * BLOCK, source, last_name)[:size]
-        if kind == GNU_LONG_NAME:
-            pending["path"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
-        elif kind == PAX_MEMBER:
-            try:
-                pending.update(_pax_records(data))
-            except ValueError:
-                raise PipelineError(f"{source}: the archive is truncated or corrupt (unreadable pax header "
-                                    f"after member '{last_name}'); download it again") from None
-        elif not extension:
-            pending, last_name = {}, name
-            total += size
-            if total > MAX_TOTAL_BYTES:
-                raise PipelineError(f"{source}: more than {MAX_TOTAL_BYTES:,} bytes unpacked; "
-                                    "refusing a decompression bomb")
-            yield name, kind, data
+            raise _Refused(f"over {MAX_TRAILING_BYTES:,} bytes after the last tar member '{last_name}'; "
+                           "this is not a notMNIST archive")
+    if trailing < tarfile.BLOCKSIZE:
+        raise _Unreadable("no end-of-archive marker")
 
 
 def _tar_members(source: Path, progress):
-    """Yield (name, bytes) of each regular file in a tar.gz, read as a stream."""
-    try:
-        with open(source, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-            for count, (name, kind, data) in enumerate(_tar_entries(source, unzipped)):
-                if count % 256 == 0:
-                    progress(raw.tell())
-                if kind in REGULAR:
-                    yield name, data
-    except (EOFError, zlib.error) as error:
-        raise PipelineError(f"{source}: the archive is truncated or corrupt ({error}); download it again") from None
-    except gzip.BadGzipFile as error:
-        raise PipelineError(f"{source}: not a gzip-compressed tar archive ({error})") from None
-    except OSError as error:
-        raise PipelineError(f"{source}: cannot be read as tar.gz ({error})") from None
+    """Yield (name, bytes) of each regular file in a tar.gz, read as a stream; bytes is None for files
+    outside the letter folders, which are never read."""
+    with open(source, "rb") as raw:
+        magic = raw.read(2)
+        if not magic:
+            raise PipelineError(f"{source}: is empty (0 bytes); download it again")
+        if magic != b"\x1f\x8b":
+            raise PipelineError(f"{source}: not a gzip-compressed tar archive (it starts with {magic!r}, not "
+                                "the gzip signature); give the .tar.gz as downloaded")
+        raw.seek(0)
+        last_name, header_class = None, _header_class()
+        try:
+            with (gzip.GzipFile(fileobj=raw, mode="rb") as unzipped,
+                  tarfile.open(fileobj=unzipped, mode="r|", tarinfo=header_class, encoding="utf-8",
+                               errors="surrogateescape") as tar):
+                for count, member in enumerate(tar):
+                    tar.members.clear()  # tarfile keeps every header it read; nothing here needs them
+                    if count % 256 == 0:
+                        progress(raw.tell())
+                    name = printable(member.name)
+                    _check_member(member, name)
+                    if tar.offset > MAX_TOTAL_BYTES:
+                        raise _Refused(f"more than {MAX_TOTAL_BYTES:,} bytes unpacked; refusing a decompression bomb")
+                    if member.isreg():
+                        last_name = name
+                        yield name, tar.extractfile(member).read() if letter_of(name) is not None else None
+                _check_end(tar.fileobj, last_name)
+        except _Refused as error:
+            raise PipelineError(f"{source}: {error}") from None
+        except (_Unreadable, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+            if isinstance(error, _Unreadable) and not header_class.headers:
+                raise PipelineError(f"{source}: not a tar archive inside the gzip ({error}); give the notMNIST "
+                                    ".tar.gz as downloaded") from None
+            after = f" after member '{last_name}'" if last_name else ""
+            raise PipelineError(f"{source}: the archive is truncated or corrupt ({error}{after}); "
+                                "download it again") from None
+        except OSError as error:
+            raise PipelineError(f"{source}: cannot be read as tar.gz ({error})") from None
 
 
 def _folder_members(source: Path, progress):
-    for path in sorted(source.rglob("*")):
+    """Yield (relative name, bytes) of each file, like _tar_members (bytes None outside the letter folders)."""
+    for count, path in enumerate(sorted(source.rglob("*"))):
+        if count >= MAX_MEMBERS:
+            raise PipelineError(f"{source}: more than {MAX_MEMBERS:,} files; this is not a notMNIST folder")
         if path.is_symlink():
-            raise PipelineError(f"{path}: is a link; notMNIST folders hold only files")
+            raise PipelineError(f"{printable(str(path))}: is a link; notMNIST folders hold only files")
         if path.is_file():
             if path.stat().st_size > MAX_MEMBER_BYTES:
-                raise PipelineError(f"{path}: {path.stat().st_size:,} bytes is over the cap for one glyph")
-            yield path.relative_to(source).as_posix(), path.read_bytes()
+                raise PipelineError(f"{printable(str(path))}: {path.stat().st_size:,} bytes is over the cap for one glyph")
+            name = printable(path.relative_to(source).as_posix())
+            yield name, path.read_bytes() if letter_of(name) is not None else None
 
 
 class _Progress:
@@ -263,6 +285,7 @@ class _Progress:
 
 
 CHUNK_MEMBERS = 4096  # members per decoding task: big enough to amortise the hand-over to a worker
+CHUNK_BYTES = 8 << 20  # and at most this much undecoded data in one task (notMNIST: about 1.5 MB a chunk)
 PARALLEL_MIN_BYTES = 32 << 20  # smaller sources decode faster in-process than a pool can start
 
 
@@ -282,9 +305,9 @@ def decode_chunk(members) -> Decoded:
     labels, names, skipped = [], [], []
     for name, data in members:
         parts = path_parts(name)
-        label, short = letter_of_parts(parts), "/".join(parts[-2:])
+        (label, outside), short = placement(parts), "/".join(parts[-2:])
         if label is None:
-            skipped.append({"name": name, "reason": "outside the A-J letter folders"})
+            skipped.append({"name": name, "reason": outside})
             continue
         try:
             images[len(labels)] = decode_png(data)
@@ -296,14 +319,16 @@ def decode_chunk(members) -> Decoded:
     return Decoded(images[:len(labels)].copy(), np.array(labels, dtype=np.uint8), names, skipped)
 
 
-def chunked(items, size):
-    """Lists of `size` consecutive items (the last one shorter)."""
-    chunk = []
+def chunked(items, size, max_bytes=None):
+    """Lists of `size` consecutive items (the last one shorter); with `max_bytes`, items are (name, bytes
+    or None) and a list also ends once it holds that many bytes."""
+    chunk, held = [], 0
     for item in items:
         chunk.append(item)
-        if len(chunk) == size:
+        held += len(item[1] or b"") if max_bytes else 0
+        if len(chunk) == size or (max_bytes and held >= max_bytes):
             yield chunk
-            chunk = []
+            chunk, held = [], 0
     if chunk:
         yield chunk
 
@@ -348,28 +373,58 @@ def read_glyphs(source, require_all_letters=True, show_progress=True, workers=No
     if not show_progress:
         progress.bar.disable, progress.total = True, 0
     members = _folder_members(source, progress) if source.is_dir() else _tar_members(source, progress)
-    chunks = chunked(members, CHUNK_MEMBERS)
+    chunks = chunked(members, CHUNK_MEMBERS, CHUNK_BYTES)
+    parts, skipped, reasons = [], [], Counter()
     try:
-        parts = list(decode_in_pool(chunks, workers) if workers > 1 else map(decode_chunk, chunks))
+        for part in decode_in_pool(chunks, workers) if workers > 1 else map(decode_chunk, chunks):
+            skipped += part.skipped[:MAX_LISTED_SKIPS - len(skipped)]
+            reasons.update(s["reason"] if s["reason"] in reasons or len(reasons) < MAX_LISTED_SKIPS else "other reasons"
+                           for s in part.skipped)
+            part.skipped = None  # only the listed ones and the counts are kept
+            parts.append(part)
     finally:
         progress.close()
-    return assemble(parts, source, require_all_letters)
+    return assemble(parts, sorted(skipped, key=lambda s: s["name"]), reasons, source, require_all_letters)
 
 
-def assemble(parts, source, require_all_letters) -> Glyphs:
+def assemble(parts, skipped, reasons, source, require_all_letters) -> Glyphs:
     """Join decoded chunks into one Glyphs sorted by name, holding the images once or twice at most."""
     names = np.array([name for part in parts for name in part.names])
     labels = np.concatenate([part.labels for part in parts]) if parts else np.zeros(0, np.uint8)
-    skipped = sorted((s for part in parts for s in part.skipped), key=lambda s: s["name"])
     if not len(names):
-        raise PipelineError(f"{source}: no readable PNG under letter folders A-J; expected <root>/A/*.png ... J/*.png")
+        raise nothing_usable(source, reasons)
     missing = sorted(set(LETTERS) - {LETTERS[i] for i in np.unique(labels)})
     if require_all_letters and missing:
         raise PipelineError(f"{source}: letter folder(s) {', '.join(missing)} hold no readable image; "
                             "every class A-J needs images")
     images = np.concatenate([part.images for part in parts])
     parts.clear()  # drop the chunks' copies of the images
-    if np.all(names[:-1] <= names[1:]):  # archives are usually packed in order: no second copy needed
-        return Glyphs(images=images, labels=labels, names=names, skipped=skipped)
-    order = np.argsort(names, kind="stable")
-    return Glyphs(images=images[order], labels=labels[order], names=names[order], skipped=skipped)
+    if not np.all(names[:-1] <= names[1:]):  # archives are usually packed in order: then no second copy
+        order = np.argsort(names, kind="stable")
+        images, labels, names = images[order], labels[order], names[order]
+    return Glyphs(images=images, labels=labels, names=names, skipped=skipped, skipped_reasons=reasons)
+
+
+def nothing_usable(source, reasons: Counter) -> PipelineError:
+    """Why a source gave not one glyph, from the reasons its files were skipped."""
+    expected = "expected <root>/A/*.png ... <root>/J/*.png"
+    image_reasons = Counter({reason: n for reason, n in reasons.items() if not reason.startswith(OUTSIDE)})
+    if not reasons:
+        return PipelineError(f"{source}: holds no files (an empty archive or folder); {expected}")
+    if image_reasons:
+        common = "; ".join(f"{n:,} x {reason}" for reason, n in image_reasons.most_common(3))
+        return PipelineError(f"{source}: none of the {image_reasons.total():,} files in letter folders A-J is a usable "
+                             f"glyph (most common reasons: {common}); the pipeline reads 8-bit grayscale 28x28 PNGs")
+    if reasons[LOWER_CASE] and reasons[LOWER_CASE] >= reasons[NESTED]:
+        return PipelineError(f"{source}: no letter folders A-J, but {reasons[LOWER_CASE]:,} files in lower-case "
+                             "folders a-j; the folders are lower case: rename them A-J")
+    if reasons[NESTED]:
+        return PipelineError(f"{source}: {reasons[NESTED]:,} files sit one folder too deep (like A/sub/x.png); move "
+                             f"them up into their letter folder: {expected}")
+    return PipelineError(f"{source}: no readable PNG under letter folders A-J; {expected}")
+
+
+def looks_inverted(images) -> bool:
+    """Whether most images are mostly light: dark glyphs on a light ground, where notMNIST's are light on dark."""
+    light = images.reshape(len(images), -1).sum(axis=1, dtype=np.uint32) > 127 * images[0].size if len(images) else []
+    return np.count_nonzero(light) * 2 > len(images)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist.runtime import PipelineError, quiet_tensorflow
-from notmnist.metrics import confusion, per_class, scores
-from notmnist.files import LETTERS, load_model, write_json
+from notmnist.files import LETTERS, check_writable, load_model, refuse_overwriting_inputs, write_json
 from notmnist.glyphs import read_glyphs
+from notmnist.metrics import confusion, per_class, scores
+from notmnist.runtime import PipelineError, quiet_tensorflow
 from notmnist.split import scale
 
 BATCH_SIZE = 512
@@ -64,6 +64,9 @@ def run(args):
         raise PipelineError(f"--batch-size {args.batch_size}: must be 1 or more")
     if not args.model_path.is_file():  # before the slow part: reading images, loading TensorFlow
         raise PipelineError(f"{args.model_path} not found; train one with `dvc repro` or give a .keras file")
+    if args.out:
+        refuse_overwriting_inputs([args.model_path, args.source], [args.out])
+        check_writable(args.out)
     glyphs = read_glyphs(args.source, require_all_letters=False)  # read first: a bad archive fails before TF loads
     quiet_tensorflow()
     report = {"model": str(args.model_path), "source": str(args.source),

@@ -1,21 +1,47 @@
-"""Scores of predicted class probabilities: accuracy and loss, per-class report, confusion.
-Pure functions on arrays, shared by evaluate and grade."""
+"""Scores of predicted class probabilities: accuracy with its 95% interval, loss, per-class report,
+confusion, and McNemar's paired test of two models. Pure functions on arrays, shared by evaluate,
+grade and compare."""
 
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from notmnist.files import LETTERS, NUM_CLASSES
 from notmnist.runtime import PipelineError
 
 
+def wilson_interval(correct, total, confidence=0.95):
+    """(low, high): the Wilson score interval of a proportion `correct` of `total`, without continuity
+    correction; unlike the normal approximation it stays inside [0, 1] near 0% and 100%."""
+    if not total:
+        return float("nan"), float("nan")
+    interval = binomtest(int(correct), int(total)).proportion_ci(confidence, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
 def scores(probabilities, labels):
-    """Accuracy and mean cross-entropy of predicted class probabilities against integer labels."""
+    """Accuracy with its 95% Wilson interval, and mean cross-entropy, of predicted class
+    probabilities against integer labels."""
     picked = probabilities[np.arange(len(labels)), labels]
+    correct = int(np.sum(probabilities.argmax(axis=1) == labels))
+    low, high = wilson_interval(correct, len(labels))
     return {
         "accuracy": round(float(np.mean(probabilities.argmax(axis=1) == labels)), 6),
+        "accuracy_low": round(low, 6),
+        "accuracy_high": round(high, 6),
         "loss": round(float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0)))), 6),
         "images": int(len(labels)),
     }
+
+
+def mcnemar(a_right, b_right):
+    """McNemar's exact test of two models' per-image correctness (boolean arrays, same images): a
+    two-sided binomial test of the discordant pairs, the images exactly one of the two got right.
+    Returns the counts and the p-value (1.0 when they never disagree)."""
+    a_right, b_right = np.asarray(a_right, bool), np.asarray(b_right, bool)
+    only_a, only_b = int(np.sum(a_right & ~b_right)), int(np.sum(~a_right & b_right))
+    p_value = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"a_right_b_wrong": only_a, "a_wrong_b_right": only_b, "p_value": float(p_value)}
 
 
 def per_class(predicted, labels):

@@ -2,7 +2,8 @@
 
 Every network takes (N, 28, 28, 1) float32 in [0, 1] and ends in Dense(10) + softmax (kept in
 float32 under mixed precision). Presets: mlp (the practical's baseline), cnn (the default),
-vgg (deeper), lenet5; `custom` builds the hidden layers from `model.layers`.
+vgg (deeper), lenet5, resnet (ResNet-9 style); `custom` builds the hidden layers from `model.layers`.
+`ensemble` averages the probabilities of several trained members in one model.
 """
 
 import json
@@ -11,9 +12,9 @@ import re
 import keras
 from keras import layers
 
-from notmnist.runtime import PipelineError
 from notmnist.files import IMAGE_SHAPE, NUM_CLASSES, atomic_path, fixed_zip_times
 from notmnist.layers import BatchNorm
+from notmnist.runtime import PipelineError
 
 BN_MOMENTUM = 0.9  # Keras's 0.99 leaves validation numbers meaningless for the first epochs
 
@@ -53,14 +54,17 @@ def _dropout(x, rate):
 
 
 def augmentation(x, augment):
-    """Random shifts, rotations and zooms, active in training only (identity at inference).
-    Never flips: a mirrored letter is another glyph, or none."""
+    """Random shifts, rotations, zooms and erased patches, active in training only (identity at
+    inference). Never flips: a mirrored letter is another glyph, or none."""
     if augment["shift"] > 0:
         x = layers.RandomTranslation(augment["shift"], augment["shift"], fill_mode="constant")(x)
     if augment["rotation"] > 0:
         x = layers.RandomRotation(augment["rotation"] / 360.0, fill_mode="constant")(x)
     if augment["zoom"] > 0:
         x = layers.RandomZoom(augment["zoom"], fill_mode="constant")(x)
+    if augment.get("erasing", 0) > 0:  # each image loses a patch with this probability; 0 is the background
+        erasing = augment["erasing"]
+        x = layers.RandomErasing(factor=(erasing, erasing), fill_value=0.0, value_range=(0.0, 1.0))(x)
     return x
 
 
@@ -140,17 +144,42 @@ def _keras_reason(error):
     return reasons[0] if reasons else type(error).__name__
 
 
-PRESETS = {"mlp": mlp, "cnn": cnn, "vgg": vgg, "lenet5": lenet5, "custom": custom}
+def resnet(x, model):
+    """ResNet-9 style (Page 2018, as in the DAWNBench CIFAR-10 entry): a stem unit of model.filters[0],
+    then per further width a unit, 2x2 max pooling and a residual block of two units; global max pooling."""
+
+    def unit(x, width):
+        return _unit(x, weighted("Conv2D", model, filters=width, kernel_size=3, padding="same"), model)
+
+    x = unit(x, model["filters"][0])
+    for width in model["filters"][1:]:
+        x = layers.MaxPooling2D(2, padding="same")(unit(x, width))  # "same": a 1x1 map stays 1x1
+        x = layers.Add()([x, unit(unit(x, width), width)])
+    return _dropout(layers.GlobalMaxPooling2D()(x), model["dropout"])
 
 
-def build_model(model):
-    """The `model` section of params.yaml (validated) -> an uncompiled keras.Model."""
+PRESETS = {"mlp": mlp, "cnn": cnn, "vgg": vgg, "lenet5": lenet5, "resnet": resnet, "custom": custom}
+
+
+def build_model(model, name=None):
+    """The `model` section of params.yaml (validated) -> an uncompiled keras.Model, named `name`
+    (default: the architecture)."""
     inputs = keras.Input(shape=(*IMAGE_SHAPE, 1), name="glyph")
     x = augmentation(inputs, model["augment"])
     x = PRESETS[model["architecture"]](x, model)
     x = weighted("Dense", model, units=NUM_CLASSES)(x)
     outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=model["architecture"])
+    return keras.Model(inputs, outputs, name=name or model["architecture"])
+
+
+def ensemble(members):
+    """One model whose output is the mean of the members' class probabilities (the single member
+    itself when there is one). Only stock layers: Input, the member models, Average."""
+    if len(members) == 1:
+        return members[0]
+    inputs = keras.Input(shape=(*IMAGE_SHAPE, 1), name="glyph")
+    outputs = layers.Average(dtype="float32", name="probabilities")([member(inputs) for member in members])
+    return keras.Model(inputs, outputs, name="ensemble")
 
 
 def all_layers(model):

@@ -19,8 +19,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from notmnist.runtime import PipelineError
 from notmnist.files import write_bytes
+from notmnist.runtime import PipelineError
 
 DEFAULT_OUT = Path("dvc_plots/offline")
 PNG_SCALE = 2  # crisp on high-density screens; the SVG is there for any size
@@ -82,21 +82,26 @@ def render(plots, out_dir):
                 files.append(out_dir / f"{slug(name)}_{slug(revisions)}{source.suffix}")
                 write_bytes(files[-1], data)
                 encoded = base64.b64encode(data).decode()
-                body.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{encoded}">'
-                            f"<figcaption>{html.escape(revisions)}</figcaption></figure>")
+                body.append(
+                    f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{encoded}">'
+                    f"<figcaption>{html.escape(revisions)}</figcaption></figure>"
+                )
         written[name] = files
         sections.append(f"<section><h2>{html.escape(name)}</h2>\n" + "\n".join(body) + "\n</section>")
-    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>DVC plots (offline)</title>\n"
-            "<style>body{font-family:sans-serif;margin:2em} section{margin-bottom:2em} img{max-width:100%}</style>"
-            "</head><body>\n" + "\n".join(sections) + "\n</body></html>\n")
+    page = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>DVC plots (offline)</title>\n'
+        "<style>body{font-family:sans-serif;margin:2em} section{margin-bottom:2em} img{max-width:100%}</style>"
+        "</head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
+    )
     write_bytes(out_dir / "index.html", page.encode())
     written["index.html"] = [out_dir / "index.html"]
     return written
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("plots", description=__doc__, help=__doc__.splitlines()[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "plots", description=__doc__, help=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("revisions", nargs="*", help="Git revisions or experiment names to compare (dvc plots diff)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.set_defaults(run=run)
@@ -107,4 +112,3 @@ def run(args):
     for name, files in written.items():
         print(f"{name}: {', '.join(str(path) for path in files)}")
     print(f"plots: open {args.out / 'index.html'} (works offline)")
-

@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from notmnist.runtime import PipelineError, quiet_tensorflow
 from notmnist.files import IMAGE_SHAPE, LETTERS, load_model
-from notmnist.glyphs import BadGlyph, decode_png, letter_of, read_glyphs
+from notmnist.glyphs import BadGlyph, decode_png, letter_of, looks_inverted, read_glyphs
 from notmnist.split import scale
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -148,7 +148,11 @@ def add_parser(subparsers):
 def run(args):
     if not args.model_path.is_file():  # before the slow part: reading images, loading TensorFlow
         raise PipelineError(f"{args.model_path} not found; train one with `dvc repro` or give a .keras file")
+    sys.stdout.reconfigure(errors="backslashreplace")  # file names of any encoding print on any terminal
     images, items, refused = collect(args.inputs, args.strict)
+    if not args.invert and looks_inverted(images):
+        print("hint: most inputs are dark glyphs on a light ground; the model reads light on dark: "
+              "add --invert", file=sys.stderr)
     for skip in refused:
         print(f"skipped {skip['image']}: {skip['reason']}", file=sys.stderr)
     if not items:

@@ -1,8 +1,12 @@
 """What every command shares: the error users see, and quiet TensorFlow start-up."""
 
+import contextlib
 import functools
 import os
+import re
 import sys
+import tempfile
+import warnings
 
 
 class PipelineError(Exception):
@@ -23,10 +27,58 @@ def entry_point(main):
     return wrapper
 
 
+def verbose():
+    """True when the user asked for TensorFlow's own log lines: `notmnist --verbose` or NOTMNIST_VERBOSE=1."""
+    return os.environ.get("NOTMNIST_VERBOSE", "0") not in ("", "0")
+
+
+# What TensorFlow prints while it loads, before absl logging starts, whatever TF_CPP_MIN_LOG_LEVEL says,
+# and what the TFLite interpreter prints when it starts.
+NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|oneDNN custom operations are on|cpu_feature_guard"
+    r"|^To enable the following instructions|Unable to register cu|computation placer already registered"
+    r"|TF-TRT Warning|Could not find cuda drivers|Created TensorFlow Lite XNNPACK delegate"
+)
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Catch what native code writes to file descriptor 2 inside the block, and pass on only the
+    lines that are not known TensorFlow noise (NOISE); a no-op when verbose()."""
+    if verbose():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            lines = caught.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not NOISE.search(line)))
+
+
 def quiet_tensorflow():
-    """Hide TensorFlow's start-up chatter; call before importing tensorflow or keras."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Hide TensorFlow's and absl's log lines unless verbose(); call before importing tensorflow or keras.
+    Imports tensorflow inside quiet_stderr(): its start-up banners ignore every log setting."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if verbose() or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ logs: errors such as "NodeDef mentions attribute"
+    import logging
+
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(keras|tensorflow|absl|ml_dtypes)(\.|$)")
+    with quiet_stderr():
+        import tensorflow  # noqa: F401
 
 
 def setup_tensorflow(threads, seed=None):
@@ -40,8 +92,11 @@ def setup_tensorflow(threads, seed=None):
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
         except RuntimeError:  # TensorFlow already ran in this process (a notebook, a test session)
-            print(f"warning: TensorFlow already started; cannot pin {threads} intra-op threads in this "
-                  "process, so convolution results may differ in the last digits", file=sys.stderr)
+            print(
+                f"warning: TensorFlow already started; cannot pin {threads} intra-op threads in this "
+                "process, so convolution results may differ in the last digits",
+                file=sys.stderr,
+            )
     tf.config.experimental.enable_op_determinism()
     if seed is not None:
         keras.utils.set_random_seed(seed)

@@ -7,6 +7,7 @@ seeded random order, to the split whose per-class counts lag furthest behind its
 """
 
 import hashlib
+import math
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -16,6 +17,7 @@ from notmnist.files import LETTERS, NUM_CLASSES
 from notmnist.runtime import PipelineError
 
 SPLITS = ("train", "val", "test")
+FEW_PER_SPLIT = 5  # fewer images of a letter than this: its recall in that split moves in steps of 20% or more
 
 
 def scale(images):
@@ -77,15 +79,15 @@ def split_plan(images, labels, names, data):
     keys = pixel_keys(images)
     dropped = conflicting(keys, labels)
     keep = ~dropped
+    if not keep.any():
+        raise PipelineError(f"all {len(keep)} images were dropped: each one's exact pixels also appear under another "
+                            "letter (for example every image has the same pixels), so no label can be trusted and "
+                            "there is nothing to split; larger fractions cannot help: check the archive's images")
     labels, names, keys = labels[keep], names[keep], keys[keep]
     fractions = np.array([1 - data["val_fraction"] - data["test_fraction"], data["val_fraction"], data["test_fraction"]])
     group_ids = groups(keys, font_of(names) if data["group_by_font"] else None)
     split_of = assign_splits(group_ids, labels, fractions, data["split_seed"])
-    for index, split in enumerate(SPLITS):
-        if not np.any(split_of == index):
-            raise PipelineError(f"{split} split is empty: {len(labels)} images are too few for data.val_fraction="
-                                f"{data['val_fraction']} and data.test_fraction={data['test_fraction']}; "
-                                "use more images or larger fractions")
+    check_coverage(labels, split_of, group_ids, data)
     summary = {
         "images_in": int(len(keep)),
         "dropped_conflicting_labels": int(dropped.sum()),
@@ -95,6 +97,51 @@ def split_plan(images, labels, names, data):
                       for index, split in enumerate(SPLITS)},
     }
     return keep, split_of, summary
+
+
+def check_coverage(labels, split_of, group_ids, data):
+    """Refuse an empty split, or a split without a letter that the data has: naming what is missing,
+    the counts, and the fix that can work."""
+    distinct = len(np.unique(group_ids))
+    for index, split in enumerate(SPLITS):
+        if np.any(split_of == index):
+            continue
+        if distinct < len(SPLITS):
+            grouping = "one font (data.group_by_font)" if data["group_by_font"] else "identical pixels"
+            raise PipelineError(f"{split} split is empty: the {len(labels)} images form only {distinct} group(s) of "
+                                f"{grouping}, and a group never straddles two splits, so larger fractions cannot "
+                                "help; add images with distinct pixels")
+        raise PipelineError(f"{split} split is empty: {len(labels)} images are too few for data.val_fraction="
+                            f"{data['val_fraction']} and data.test_fraction={data['test_fraction']}; "
+                            "use more images or larger fractions")
+    counts = np.zeros((len(SPLITS), NUM_CLASSES), dtype=np.int64)
+    np.add.at(counts, (split_of, labels), 1)
+    smallest = min(data["val_fraction"], data["test_fraction"])
+    for letter_index in np.flatnonzero(counts.sum(axis=0)):
+        missing = [split for index, split in enumerate(SPLITS) if counts[index, letter_index] == 0]
+        if missing:
+            letter = LETTERS[letter_index]
+            raise PipelineError(
+                f"letter {letter} has {counts[:, letter_index].sum()} image(s) ({_counts(counts[:, letter_index])}), "
+                f"none in {' or '.join(missing)}, so {letter} could not be scored there: add images of {letter} "
+                f"(about {math.ceil(1 / smallest)} distinct ones at data.val_fraction={data['val_fraction']} and "
+                f"data.test_fraction={data['test_fraction']}) or raise those fractions")
+
+
+def _counts(per_split):
+    return ", ".join(f"{split} {int(count)}" for split, count in zip(SPLITS, per_split, strict=True))
+
+
+def coverage_warnings(summary):
+    """One line per split that holds fewer than FEW_PER_SPLIT images of some letter (but at least one)."""
+    lines = []
+    for split in SPLITS:
+        few = {letter: count for letter, count in summary["per_class"][split].items() if 0 < count < FEW_PER_SPLIT}
+        if few:
+            listed = ", ".join(f"{letter} {count}" for letter, count in few.items())
+            lines.append(f"{split} holds fewer than {FEW_PER_SPLIT} images of some letters ({listed}): their "
+                         "per-letter scores there are coarse; add images of those letters")
+    return lines
 
 
 def split_part(images, labels, names, keep, split_of, index):

@@ -1,7 +1,9 @@
-"""Training: the optimiser, schedule and callbacks that params.yaml `train` names, and the fit."""
+"""Training: the optimiser, schedule, batch mixing and callbacks that params.yaml `train` names,
+the fit, and the members of an ensemble."""
 
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -10,6 +12,7 @@ from notmnist.runtime import PipelineError, quiet_tensorflow
 
 quiet_tensorflow()
 import keras  # noqa: E402
+
 
 def load_split(path):
     arrays = load_arrays(path, {"x": (np.float32, 4), "y": (np.uint8, 1)})
@@ -24,6 +27,13 @@ def learning_rate(train, steps_per_epoch):
     schedules = keras.optimizers.schedules
     if train["schedule"] == "cosine":
         return schedules.CosineDecay(lr, decay_steps=train["epochs"] * steps)
+    if train["schedule"] == "one_cycle":
+        # Smith's one-cycle as PyTorch's OneCycleLR defaults it: from lr/25 up to lr over the first 30% of
+        # the steps, then cosine down to lr/25/1e4. A stock Keras schedule, so nothing custom is ever saved.
+        total = train["epochs"] * steps
+        warmup = int(0.3 * total)
+        return schedules.CosineDecay(lr / 25, decay_steps=total - warmup, alpha=1 / (25 * 1e4),
+                                     warmup_target=lr, warmup_steps=warmup)
     if train["schedule"] in ("step", "exponential"):
         return schedules.ExponentialDecay(lr, decay_steps=train["decay_epochs"] * steps,
                                           decay_rate=train["decay_rate"], staircase=train["schedule"] == "step")
@@ -34,6 +44,11 @@ def optimizer(train, steps_per_epoch):
     lr = learning_rate(train, steps_per_epoch)
     # weight averaging: Keras keeps the moving average and writes it into the model when fit ends
     averaging = {"use_ema": train["weight_averaging"] > 0, "ema_momentum": train["weight_averaging"] or 0.99}
+    # decoupled weight decay (Loshchilov & Hutter): Keras subtracts lr * weight_decay * weight each step
+    decay = train.get("weight_decay", 0.0)
+    if train["optimizer"] == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=decay, **averaging)
+    averaging["weight_decay"] = decay or None  # None, not 0: the default optimizers stay exactly as before
     if train["optimizer"] == "sgd":
         return keras.optimizers.SGD(lr, momentum=train["momentum"], nesterov=train["nesterov"], **averaging)
     if train["optimizer"] == "rmsprop":
@@ -72,15 +87,74 @@ def callbacks(train, live):
     return chosen + [DVCLiveCallback(live=live)]  # last, so it sees the learning rate
 
 
-def fit(model, train, x, y, validation, live):
-    """Compile and fit; returns the number of epochs run."""
+def mixed_batches(train, x, y, seed):
+    """A tf.data pipeline of shuffled training batches mixed by train.mixup (Zhang et al. 2018) and/or
+    train.cutmix (Yun et al. 2019), Keras's MixUp and CutMix layers with those alphas; with both, even
+    batches get mixup and odd ones cutmix. Seeded: the same seed gives the same batches."""
+    import tensorflow as tf
+
+    mixers = []
+    if train.get("mixup", 0) > 0:
+        mixers.append(keras.layers.MixUp(alpha=train["mixup"], seed=seed))
+    if train.get("cutmix", 0) > 0:
+        mixers.append(keras.layers.CutMix(factor=(train["cutmix"], train["cutmix"]), seed=seed))
+
+    def mix(index, batch):
+        images, labels = batch
+        branches = [lambda mixer=mixer: tuple(mixer({"images": images, "labels": labels}).values())
+                    for mixer in mixers]
+        if len(branches) == 1:
+            return branches[0]()
+        return tf.cond(index % 2 == 0, branches[0], branches[1])
+
+    batches = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).batch(train["batch_size"])
+               .enumerate())
+    return batches.map(mix).prefetch(tf.data.AUTOTUNE)
+
+
+def fit(model, train, x, y, validation, live, seed=0):
+    """Compile and fit; returns the number of epochs run. Batch mixing (mixup, cutmix) applies to the
+    training batches only, never to validation."""
     steps = math.ceil(len(x) / train["batch_size"])
     model.compile(optimizer=optimizer(train, steps),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=train["label_smoothing"]),
                   metrics=["accuracy"])
-    history = model.fit(x, y, batch_size=train["batch_size"], epochs=train["epochs"], validation_data=validation,
-                        shuffle=True, callbacks=callbacks(train, live), verbose=1 if sys.stdout.isatty() else 2)
+    if train.get("mixup", 0) > 0 or train.get("cutmix", 0) > 0:
+        data = {"x": mixed_batches(train, x, y, seed), "validation_batch_size": train["batch_size"], "shuffle": False}
+    else:  # NumPy arrays, as before mixing existed: a tf.data pipeline would change the shuffle order
+        data = {"x": x, "y": y, "batch_size": train["batch_size"], "shuffle": True}
+    history = model.fit(**data, epochs=train["epochs"], validation_data=validation,
+                        callbacks=callbacks(train, live), verbose=1 if sys.stdout.isatty() else 2)
     return len(history.epoch)
+
+
+def member_live_dir(live_dir, index):
+    """DVCLive's folder of ensemble member `index`: the first logs where a single model does, the
+    others in member_<index>/ inside it."""
+    return Path(live_dir) if index == 0 else Path(live_dir) / f"member_{index}"
+
+
+def train_members(settings, x, y, validation, live_dir):
+    """Build and fit train.ensemble members (1 by default) from the same `model` settings, member i
+    with random seed seed + i, each logged by DVCLive (member_live_dir). Returns (models, epochs run
+    in all)."""
+    from dvclive import Live
+
+    from notmnist.models import build_model
+
+    count = settings["train"].get("ensemble", 1)
+    members, epochs = [], 0
+    with strategy(settings["train"]["distribute"]).scope():  # the models and their optimizers are made in the scope
+        for index in range(count):
+            seed = settings["seed"] + index
+            keras.utils.set_random_seed(seed)
+            model = build_model(settings["model"], name=f"member_{index}" if count > 1 else None)
+            if index == 0:
+                model.summary()
+            with Live(str(member_live_dir(live_dir, index)), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+                epochs += fit(model, settings["train"], x, y, validation, live, seed=seed)
+            members.append(model)
+    return members, epochs
 
 
 def strategy(name):

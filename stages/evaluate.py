@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from notmnist import params
-from notmnist.files import check_images_and_labels, load_arrays, load_model, write_bytes, write_json
+from notmnist.files import (
+    check_images_and_labels,
+    load_arrays,
+    load_model,
+    params_fingerprint,
+    refuse_changed_params,
+    refuse_overwriting_inputs,
+    write_bytes,
+    write_json,
+)
 from notmnist.gallery import misclassified_grid, most_confident_mistakes
 from notmnist.metrics import confusion_rows, per_class, predict, scores
 from notmnist.runtime import entry_point, setup_tensorflow
@@ -31,7 +40,10 @@ def main():
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("metrics_dir", type=Path)
     args = parser.parse_args()
+    started_with = params_fingerprint()
     settings = params.load()
+    refuse_overwriting_inputs([args.model_path, args.data_dir / "val.npz", args.data_dir / "test.npz"],
+                              [args.metrics_dir / "evaluate.json", args.metrics_dir / "plots"])
     splits = {split: load_eval_split(args.data_dir / f"{split}.npz") for split in ("val", "test")}
     setup_tensorflow(settings["threads"])
     model = load_model(args.model_path)
@@ -43,6 +55,7 @@ def main():
         results[split] = scores(probabilities, arrays["y"].astype(np.int64))
         arrays["probabilities"], arrays["predicted"] = probabilities, probabilities.argmax(axis=1)
     test, val = splits["test"], splits["val"]
+    refuse_changed_params(started_with)
     shown = most_confident_mistakes(val["probabilities"], val["y"], val["names"])
     write_bytes(args.metrics_dir / "plots" / "misclassified.png", misclassified_grid(
         val["x"][shown], val["y"][shown], val["probabilities"][shown], int(np.sum(val["predicted"] != val["y"]))))

@@ -6,13 +6,14 @@ data/interim/extract_report.json (counts per letter, skipped members with reason
 """
 
 import argparse
+import sys
 from collections import Counter
 from pathlib import Path
 
 from notmnist import params
+from notmnist.files import LETTERS, refuse_overwriting_inputs, write_json, write_npz
+from notmnist.glyphs import looks_inverted, read_glyphs
 from notmnist.runtime import entry_point
-from notmnist.files import LETTERS, write_json, write_npz
-from notmnist.glyphs import read_glyphs
 
 
 def report(glyphs, source):
@@ -21,8 +22,9 @@ def report(glyphs, source):
         "source": Path(source).name,
         "images": len(glyphs.labels),
         "per_letter": {letter: counts.get(i, 0) for i, letter in enumerate(LETTERS)},
-        "skipped": len(glyphs.skipped),
-        "skipped_members": glyphs.skipped,
+        "skipped": glyphs.skipped_reasons.total(),
+        "skipped_members": glyphs.skipped,  # the first 1,000 by archive order, sorted by name
+        "skipped_reasons": dict(glyphs.skipped_reasons),
     }
 
 
@@ -33,7 +35,12 @@ def main():
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args()
     params.load()  # a broken params.yaml fails every stage before any work
+    refuse_overwriting_inputs([args.archive], [args.out_dir / "images.npz", args.out_dir / "extract_report.json"])
     glyphs = read_glyphs(args.archive)
+    if looks_inverted(glyphs.images):
+        print(f"warning: {args.archive}: most glyphs are dark on a light ground; notMNIST's are light on dark, "
+              "so a model trained on these will not read notMNIST-style glyphs (invert the images first)",
+              file=sys.stderr)
     summary = report(glyphs, args.archive)
     write_npz(args.out_dir / "images.npz", images=glyphs.images, labels=glyphs.labels, names=glyphs.names)
     write_json(args.out_dir / "extract_report.json", summary)

@@ -6,14 +6,23 @@ labels, names) and summary.json. The split itself: notmnist/split.py.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from notmnist import params
-from notmnist.files import check_images_and_labels, load_arrays, write_json, write_npz
+from notmnist.files import (
+    check_images_and_labels,
+    load_arrays,
+    params_fingerprint,
+    refuse_changed_params,
+    refuse_overwriting_inputs,
+    write_json,
+    write_npz,
+)
 from notmnist.runtime import entry_point
-from notmnist.split import SPLITS, split_part, split_plan
+from notmnist.split import SPLITS, coverage_warnings, split_part, split_plan
 
 
 @entry_point
@@ -22,11 +31,16 @@ def main():
     parser.add_argument("images", type=Path)
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args()
+    started_with = params_fingerprint()
     data = params.load()["data"]
+    refuse_overwriting_inputs([args.images], [args.out_dir / name for name in (*(f"{s}.npz" for s in SPLITS), "summary.json")])
     arrays = load_arrays(args.images, {"images": (np.uint8, 3), "labels": (np.uint8, 1), "names": (np.str_, 1)})
     check_images_and_labels(args.images, arrays["images"], arrays["labels"])
     images, labels, names = arrays["images"], arrays["labels"], arrays["names"]
     keep, split_of, summary = split_plan(images, labels, names, data)
+    for warning in coverage_warnings(summary):
+        print(f"warning: {warning}", file=sys.stderr)
+    refuse_changed_params(started_with)
     for index, split in enumerate(SPLITS):  # one split at a time: one float32 copy in memory at most
         x, y, split_names = split_part(images, labels, names, keep, split_of, index)
         write_npz(args.out_dir / f"{split}.npz", x=x, y=y, names=split_names)

@@ -1,9 +1,10 @@
 """train: build the network from params.yaml, fit it on the train split, watch validation.
 
     python -m stages.train data/processed models/model.keras
-Logs per-epoch loss, accuracy and learning rate with DVCLive into metrics/train/, and the
-wall-clock cost into metrics/timing.json. The test split is never read here. The saved model
-holds only Keras's own layers (notmnist.models.to_stock).
+Logs per-epoch loss, accuracy and learning rate with DVCLive into metrics/train/ (ensemble member
+i > 0 of train.ensemble into metrics/train/member_<i>/), and the wall-clock cost into
+metrics/timing.json. An ensemble is saved as one model averaging its members' probabilities. The
+test split is never read here. The saved model holds only Keras's own layers (notmnist.models.to_stock).
 """
 
 import argparse
@@ -11,7 +12,13 @@ import time
 from pathlib import Path
 
 from notmnist import params
-from notmnist.files import write_json
+from notmnist.files import (
+    check_writable,
+    params_fingerprint,
+    refuse_changed_params,
+    refuse_overwriting_inputs,
+    write_json,
+)
 from notmnist.runtime import entry_point, setup_tensorflow
 
 LIVE_DIR = Path("metrics/train")
@@ -24,26 +31,26 @@ def main():
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("model_path", type=Path)
     args = parser.parse_args()
+    started_with = params_fingerprint()  # before loading: a rewrite from now on is caught before saving
     settings = params.load()
-    from notmnist.training import fit, load_split, strategy  # after params: a bad file fails before TensorFlow loads
+    refuse_overwriting_inputs([args.data_dir / "train.npz", args.data_dir / "val.npz"], [args.model_path, LIVE_DIR])
+    for path, folder in ((args.model_path, False), (LIVE_DIR, True), (TIMING, False)):  # before the long work
+        check_writable(path, folder)
+    from notmnist.training import load_split, train_members  # after params: a bad file fails before TensorFlow loads
 
     x, y = load_split(args.data_dir / "train.npz")
     validation = load_split(args.data_dir / "val.npz")
     setup_tensorflow(settings["threads"], settings["seed"])
     import keras
-    from dvclive import Live
 
-    from notmnist.models import build_model, save_model
+    from notmnist.models import ensemble, save_model
 
     keras.mixed_precision.set_dtype_policy(settings["train"]["precision"])
-    with strategy(settings["train"]["distribute"]).scope():  # the model and its optimizer are made in the scope
-        model = build_model(settings["model"])
-        model.summary()
-        start = time.perf_counter()
-        with Live(str(LIVE_DIR), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-            epochs = fit(model, settings["train"], x, y, validation, live)
+    start = time.perf_counter()
+    members, epochs = train_members(settings, x, y, validation, LIVE_DIR)
     seconds = time.perf_counter() - start
-    save_model(model, args.model_path)
+    refuse_changed_params(started_with)
+    save_model(ensemble(members), args.model_path)
     write_json(TIMING, {"train": {"seconds": round(seconds, 1), "epochs": epochs,
                                   "images_per_second": round(epochs * len(x) / seconds, 1)}})
     print(f"train: {epochs} epochs in {seconds:.0f} s; saved {args.model_path}")

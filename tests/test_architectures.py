@@ -249,3 +249,77 @@ def test_weight_averaging_leaves_the_averaged_weights_in_the_model(tmp_path):
             averages = [np.array(v) for v in model.optimizer._model_variables_moving_average]
             assert all(np.array_equal(w, a) for w, a in zip(finals[momentum], averages))
     assert not all(np.allclose(a, b) for a, b in zip(finals[0.0], finals[0.9]))
+
+
+def test_resnet_preset_is_resnet9_style_with_widths_from_filters():
+    model = build_model(settings({"architecture": "resnet", "filters": [2, 3, 4]})["model"])
+    kinds = layer_kinds(model)
+    assert kinds.count("Add") == 2 and kinds.count("Conv2D") == 1 + 2 * 3  # stem, then per stage a unit and a residual
+    assert kinds.count("MaxPooling2D") == 2 and "GlobalMaxPooling2D" in kinds
+    conv = [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert conv == [2, 3, 3, 3, 4, 4, 4]
+    train_one_step(model)
+
+
+def test_resnet_with_the_studys_widths_has_its_7_75_million_parameters():
+    model = build_model(settings({"architecture": "resnet", "filters": [64, 128, 256, 512]})["model"])
+    trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    assert abs(trainable - 7.75e6) < 0.01e6  # the study's convolutions had no bias: 2,752 fewer
+
+
+def test_erasing_blanks_a_patch_in_training_only():
+    model = build_model(settings({"architecture": "mlp", "augment": {**NO_AUGMENT, "erasing": 1.0}})["model"])
+    erasing = next(layer for layer in model.layers if isinstance(layer, keras.layers.RandomErasing))
+    x = np.full((4, 28, 28, 1), 0.5, np.float32)
+    erased = keras.ops.convert_to_numpy(erasing(x, training=True))
+    assert all(0 < np.sum(image == 0.0) < 28 * 28 for image in erased)  # a patch set to the black background
+    assert np.array_equal(keras.ops.convert_to_numpy(erasing(x, training=False)), x)
+
+
+@pytest.mark.parametrize("train", [{"optimizer": "adamw", "weight_decay": 5e-4},
+                                   {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+                                   {"optimizer": "adam"}])
+def test_weight_decay_reaches_the_optimizer(train):
+    chosen = optimizer(settings(train=train)["train"], steps_per_epoch=3)
+    assert type(chosen).__name__.lower() == train["optimizer"]
+    if "weight_decay" in train:
+        assert math.isclose(chosen.weight_decay, train["weight_decay"])
+    else:  # 0 stays Keras's None: the default optimizer is exactly what it was
+        assert chosen.weight_decay is None
+    train_one_step(build_model(settings({"architecture": "mlp"})["model"]), compiled_with=chosen)
+
+
+def test_one_cycle_warms_up_to_the_peak_then_anneals_to_almost_nothing():
+    train = settings(train={"schedule": "one_cycle", "learning_rate": 0.1, "epochs": 10})["train"]
+    rate = learning_rate(train, steps_per_epoch=10)
+    at = {step: float(rate(step)) for step in (0, 15, 30, 65, 100)}
+    assert math.isclose(at[0], 0.1 / 25, rel_tol=1e-5)
+    assert at[0] < at[15] < at[30] and math.isclose(at[30], 0.1, rel_tol=1e-5)
+    assert at[30] > at[65] > at[100] and math.isclose(at[100], 0.1 / 25 / 1e4, rel_tol=1e-3)
+    assert type(rate).__module__.startswith("keras.")  # stock: nothing custom in a saved optimizer
+
+
+@pytest.mark.parametrize("mixing", [{"mixup": 0.4}, {"cutmix": 1.0}, {"mixup": 0.4, "cutmix": 1.0}])
+def test_mixing_blends_training_batches_reproducibly(mixing):
+    from notmnist.training import mixed_batches
+
+    train = settings(train={"batch_size": 8, **mixing})["train"]
+    x, y = images(24)
+    first, again = ([np.asarray(batch) for pair in mixed_batches(train, x, y, seed=5) for batch in pair]
+                    for _ in range(2))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    labels = np.concatenate(first[1::2])
+    assert np.allclose(labels.sum(axis=1), 1.0) and (labels.max(axis=1) < 0.999).any()  # some labels are blends
+
+
+def test_mixing_trains_on_mixed_batches_and_validates_on_plain_ones(tmp_path):
+    from dvclive import Live
+
+    train = settings(train={"mixup": 0.4, "cutmix": 1.0, "epochs": 1, "batch_size": 4})["train"]
+    model = build_model(settings({"architecture": "mlp"})["model"])
+    with Live(str(tmp_path / "live"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        assert fit(model, train, *images(), validation=images(seed=1), live=live) == 1
+    x, y = images(seed=1)
+    val_loss = float((tmp_path / "live/plots/metrics/eval/loss.tsv").read_text().split()[-1])
+    plain = float(keras.losses.categorical_crossentropy(y, model.predict(x, verbose=0)).numpy().mean())
+    assert math.isclose(val_loss, plain, rel_tol=1e-4)

@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_model import arrays, split_members, train_quick_model
 
 from helpers import REPO, real_members, run, write_tar
-from tiny_model import arrays, split_members, train_quick_model
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,67 @@ def test_export_refuses_a_missing_check_source_before_exporting(tmp_path, export
                   "--check", str(tmp_path / "none.npz")], REPO, check=False)
     assert result.returncode == 2 and "none.npz not found" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def tree(root):
+    """{path: bytes, or None for a folder} of everything under root."""
+    return {path: None if path.is_dir() else path.read_bytes() for path in root.rglob("*")}
+
+
+def export_args(model_path, out, *extra, check):
+    return [sys.executable, "-m", "notmnist", "export", str(model_path), str(out), "--check", str(check), *extra]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("check_images_0", "--check-images 0: must be 1 or more"),
+    ("calls_0", "--calls 0: must be 1 or more"),
+    ("out_is_a_file", "it is a file, and this output is a folder"),
+    ("out_holds_the_model", "holds the input"),
+    ("out_holds_other_files", "holds files that are not an export (notes.txt)"),
+])
+def test_export_refuses_bad_arguments_before_any_work_and_leaves_everything_as_it_was(tmp_path, case, message):
+    """Refused before TensorFlow loads: a model file of garbage bytes is never read."""
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"never read")
+    check = write_tar(tmp_path / "check.tar.gz", {"A/a.png": b"never read"})
+    out, extra = tmp_path / "out", []
+    if case == "check_images_0":
+        extra = ["--check-images", "0"]
+    elif case == "calls_0":
+        extra = ["--calls", "0"]
+    elif case == "out_is_a_file":
+        out.write_text("a file")
+    elif case == "out_holds_the_model":
+        out = tmp_path
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    before = tree(tmp_path)
+    result = run(export_args(model, out, *extra, check=check), REPO, check=False)
+    assert result.returncode == 2 and "error: " in result.stderr and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert tree(tmp_path) == before
+
+
+def test_a_failed_export_leaves_no_partial_folder_and_keeps_the_old_export(tmp_path, exported, monkeypatch):
+    """The files appear together or not at all: a failure after the SavedModel is written (here, the
+    TFLite conversion) leaves the previous export as it was and no temporary folder."""
+    from argparse import Namespace
+
+    from notmnist import export
+
+    model_path, previous, _ = exported
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "export.json").write_text("the old export")
+
+    def broken_conversion(saved_model_dir):
+        assert (saved_model_dir / "saved_model.pb").is_file()  # the SavedModel was written: a real partial state
+        raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr(export, "tflite_bytes", broken_conversion)
+    args = Namespace(model_path=model_path, out_dir=out, check=previous.parent / "check.tar.gz", check_images=4, calls=1)
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        export.run(args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json"] and (out / "export.json").read_text() == "the old export"

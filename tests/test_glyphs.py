@@ -1,20 +1,25 @@
-"""Unit tests of stages/glyphs.py on tiny archives and folders built in the test: bad images are
+"""Unit tests of notmnist/glyphs.py on tiny archives and folders built in the test: bad images are
 skipped with a reason, a hostile or broken source is refused with a PipelineError naming it."""
 
 import gzip
 import io
+import os
+import signal
 import struct
 import subprocess
 import sys
 import tarfile
+import tracemalloc
 import zlib
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
 from helpers import LETTERS, REPO, glyph_members, png_bytes, write_tar
+from notmnist import glyphs as glyphs_module
+from notmnist.glyphs import MAX_MEMBER_BYTES, looks_inverted, read_glyphs
 from notmnist.runtime import PipelineError
-from notmnist.glyphs import MAX_MEMBER_BYTES, read_glyphs
 
 
 def read(source, **kwargs):
@@ -175,17 +180,24 @@ def broken_archives(tmp_path):
         "not gzip at all": b"just some text, not an archive\n" * 10,
         "plain tar, not gzip": tar_bytes(members),
         "gzip of no tar": gzip.compress(b"hello" * 200),
-        "empty file": b"",
+        "gzip of nothing": gzip.compress(b""),
+        "garbage header after a member": gzip.compress(tar_bytes(members[:1], end_marker=False) + b"\x01" * 512
+                                                       + tar_bytes(members[1:])),
+        "trailing gzip garbage": whole + b"garbage",
+        "garbage after the end marker": gzip.compress(tar_bytes(members) + b"\x01" * 512),
+        "megabytes of zeros after the end marker": gzip.compress(tar_bytes(members) + bytes(2 << 20)),
     }
 
 
 @pytest.mark.parametrize("case", [
     "truncated gzip", "gzip trailer missing", "gzip checksum wrong", "cut between two members",
-    "garbage after the members", "not gzip at all", "plain tar, not gzip", "gzip of no tar", "empty file"])
+    "garbage after the members", "not gzip at all", "plain tar, not gzip", "gzip of no tar", "gzip of nothing",
+    "garbage header after a member", "trailing gzip garbage", "garbage after the end marker",
+    "megabytes of zeros after the end marker"])
 def test_a_broken_archive_is_refused_not_read_short(tmp_path, case):
     archive = tmp_path / "broken.tar.gz"
     archive.write_bytes(broken_archives(tmp_path)[case])
-    with pytest.raises(PipelineError, match="truncated or corrupt|not a gzip|not a tar|cannot be read") as error:
+    with pytest.raises(PipelineError, match="truncated or corrupt|not a gzip|not a tar|cannot be read|after the last") as error:
         read(archive)
     assert str(archive) in str(error.value)
 
@@ -258,3 +270,182 @@ def test_the_whole_real_archive_reads_as_tarfile_and_pillow_read_it(real_archive
     assert np.array_equal(glyphs.images, np.stack(images)[order])
     assert [LETTERS[label] for label in glyphs.labels] == [names[i][0] for i in order]
     assert [s["name"] for s in glyphs.skipped] == sorted(unreadable) and len(unreadable) == 2
+
+
+def test_an_empty_file_is_named_empty(tmp_path):
+    archive = tmp_path / "empty.tar.gz"
+    archive.write_bytes(b"")
+    with pytest.raises(PipelineError, match=r"empty.tar.gz: is empty \(0 bytes\)"):
+        read(archive)
+
+
+# Hand-made headers: what tarfile cannot be asked to write.
+
+def header(name, size, kind=tarfile.REGTYPE):
+    info = tarfile.TarInfo(name)
+    info.size, info.type = size, kind
+    return info.tobuf(format=tarfile.GNU_FORMAT)  # GNU: sizes past 8 GiB fit, in base 256
+
+
+def padded(data):
+    return data + bytes(-len(data) % tarfile.BLOCKSIZE)
+
+
+def archive_with_pax(tmp_path, records: bytes):
+    """A good archive whose first glyph is preceded by a pax header holding `records`, written byte by byte."""
+    glyphs = list(glyph_members(per_class=2).items())
+    body = header("pax", len(records), tarfile.XHDTYPE) + padded(records)
+    for name, data in glyphs:
+        body += header(f"notMNIST_small/{name}", len(data)) + padded(data)
+    path = tmp_path / "pax.tar.gz"
+    path.write_bytes(gzip.compress(body + bytes(2 * tarfile.BLOCKSIZE)))
+    return path
+
+
+@contextmanager
+def no_hang(seconds=20):
+    def give_up(signum, frame):
+        raise TimeoutError(f"still reading after {seconds} s: a hang")
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("records, message", [
+    (b"0 path=x\n", "truncated or corrupt .*invalid header.*download it again"),  # the hand parser looped on this forever
+    (b"00000000000 path=notMNIST_small/A/y.png\n", "truncated or corrupt .*invalid header.*download it again"),
+    (b"-30 path=notMNIST_small/A/y.png\n", None),  # not a record to tarfile: ignored, the glyph keeps its name
+    (b"12 size=abc\n", "has pax size='abc', not a number"),  # the hand parser ended in a ValueError traceback
+    (b"99999 path=x\n", "has a name part over 255 characters"),  # tarfile reads the header's padding as the path
+])
+def test_a_broken_pax_record_is_refused_or_ignored_never_hangs(tmp_path, records, message):
+    archive = archive_with_pax(tmp_path, records)
+    with no_hang():
+        if message is None:
+            assert len(read(archive).labels) == 20
+            return
+        with pytest.raises(PipelineError, match=message) as error:
+            read(archive)
+    assert str(archive) in str(error.value)
+
+
+def test_a_bomb_is_refused_from_its_header_without_reading_its_data(tmp_path):
+    archive = tmp_path / "bomb.tar.gz"  # claims 8 GiB, holds none of it: reading would say "truncated"
+    archive.write_bytes(gzip.compress(header("notMNIST_small/A/bomb.png", 8 << 30)))
+    with pytest.raises(PipelineError, match="is 8,589,934,592 bytes, over the 1,048,576-byte cap"):
+        read(archive)
+
+
+def test_an_oversized_pax_header_is_refused_before_tarfile_reads_it(tmp_path):
+    archive = tmp_path / "pax-bomb.tar.gz"
+    archive.write_bytes(gzip.compress(header("pax", 1 << 40, tarfile.XHDTYPE)))
+    with pytest.raises(PipelineError, match=r"1,099,511,627,776-byte pax or GNU header, over the 65,536-byte cap"):
+        read(archive)
+
+
+def test_a_chain_of_pax_headers_is_refused_not_a_recursion_error(tmp_path):
+    archive = tmp_path / "chain.tar.gz"
+    records = b"17 comment=hello\n"
+    archive.write_bytes(gzip.compress((header("pax", len(records), tarfile.XHDTYPE) + padded(records)) * 5000))
+    with pytest.raises(PipelineError, match="more than 8 pax or GNU headers in a row"):
+        read(archive)
+
+
+def test_member_count_is_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(glyphs_module, "MAX_MEMBERS", 15)
+    with pytest.raises(PipelineError, match="more than 15 members; this is not a notMNIST archive"):
+        read(good_tar(tmp_path))
+
+
+def test_a_very_long_member_name_is_refused(tmp_path):
+    archive = good_tar(tmp_path, extra=[file_info("notMNIST_small/A/" + "x" * 300 + ".png", png_bytes())])
+    with pytest.raises(PipelineError, match="has a name part over 255 characters"):
+        read(archive)
+
+
+def test_skipped_members_are_neither_kept_nor_all_listed(tmp_path, monkeypatch):
+    """Many members of 1 MiB of zeros (a ~1 KiB each packed) outside A-J and inside them, not PNGs: none is
+    kept after its chunk, memory stays far under what was unpacked, and only the first skips are named."""
+    monkeypatch.setattr(glyphs_module, "MAX_LISTED_SKIPS", 5)
+    zeros = bytes(MAX_MEMBER_BYTES)
+    junk = [file_info(f"notMNIST_small/K/{i:03}.png", zeros) for i in range(100)]
+    junk += [file_info(f"notMNIST_small/B/zeros{i:03}.png", zeros) for i in range(100)]
+    archive = good_tar(tmp_path, extra=junk)
+    assert archive.stat().st_size < 2 << 20
+    tracemalloc.start()
+    try:
+        glyphs = read(archive)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 << 20, f"peak {peak:,} bytes while unpacking 200 MiB"
+    assert len(glyphs.labels) == 20 and len(glyphs.skipped) == 5
+    assert glyphs.skipped_reasons == {"outside the A-J letter folders": 100, "not a PNG file": 100}
+
+
+def test_chunks_end_at_a_byte_budget():
+    members = [("A/x.png", bytes(300)), ("A/y.png", None)] * 5
+    assert [len(chunk) for chunk in glyphs_module.chunked(iter(members), 4, max_bytes=600)] == [3, 4, 3]
+
+
+@pytest.mark.parametrize("members, message", [
+    ({f"{letter.lower()}/x.png": png_bytes() for letter in LETTERS},
+     "no letter folders A-J, but 10 files in lower-case folders a-j; the folders are lower case: rename them A-J"),
+    ({f"{letter}/sub/x.png": png_bytes() for letter in LETTERS},
+     r"10 files sit one folder too deep \(like A/sub/x.png\); move them up into their letter folder"),
+    ({**{f"A/{i}.png": b"" for i in range(3)}, "B/big.png": png_bytes(size=(32, 28)), "C/x.txt": b"hi"},
+     r"none of the 5 files in letter folders A-J is a usable glyph \(most common reasons: 3 x empty file; "
+     r"1 x size 32x28, expected 28x28; 1 x not a PNG file\)"),
+    ({}, r"holds no files \(an empty archive or folder\); expected <root>/A/\*.png"),
+])
+def test_nothing_usable_says_why_from_what_was_seen(tmp_path, members, message):
+    with pytest.raises(PipelineError, match=message):
+        read(write_tar(tmp_path / "unusable.tar.gz", members))
+    with pytest.raises(PipelineError, match=message):
+        read(make_folder(tmp_path / "folder", members) if members else (tmp_path / "folder").mkdir() or tmp_path / "folder")
+
+
+def test_dark_on_light_glyphs_look_inverted():
+    light_on_dark = np.zeros((5, 28, 28), np.uint8)
+    light_on_dark[:, 10:18, 10:18] = 255
+    assert not looks_inverted(light_on_dark) and looks_inverted(255 - light_on_dark)
+    assert not looks_inverted(np.zeros((0, 28, 28), np.uint8))
+
+
+def test_undecodable_names_print_on_an_ascii_terminal(tmp_path):
+    """Member names with bytes that are not UTF-8, and non-ASCII ones: shown escaped, never a traceback."""
+    members = [file_info(f"notMNIST_small/{key}", data) for key, data in glyph_members(per_class=2).items()]
+    odd = tarfile.TarInfo("notMNIST_small/\udcff\udcfe-É/x.png")  # raw bytes ff fe
+    odd.type = tarfile.SYMTYPE
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8",
+                      errors="surrogateescape") as tar:
+        for info, data in members + [(odd, None)]:
+            tar.addfile(info, io.BytesIO(data) if data else None)
+    archive = tmp_path / "odd.tar.gz"
+    archive.write_bytes(gzip.compress(buffer.getvalue()))
+    code = "from notmnist.runtime import entry_point\nfrom notmnist.glyphs import read_glyphs\n" \
+           f"entry_point(lambda: print(read_glyphs({str(archive)!r}).names))()"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 2 and b"Traceback" not in result.stderr
+    assert b"member 'notMNIST_small/\\xff\\xfe-\\xc9/x.png' is a link" in result.stderr
+
+
+def test_extract_warns_and_predict_hints_when_glyphs_are_dark_on_light(tmp_path):
+    stroke = np.where(np.arange(28) < 4, 0, 230).astype(np.uint8)[None].repeat(28, 0)  # mostly light, a dark bar
+    members = {name: png_bytes(stroke) for name in glyph_members(per_class=2)}
+    archive = write_tar(tmp_path / "inverted.tar.gz", members)
+    extract = subprocess.run([sys.executable, "-m", "stages.extract", str(archive), str(tmp_path / "out")],
+                             cwd=REPO, capture_output=True, text=True)
+    assert extract.returncode == 0, extract.stderr
+    assert "most glyphs are dark on a light ground" in extract.stderr
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"not a model")  # the hint comes before the model is loaded
+    predict = subprocess.run([sys.executable, "-m", "notmnist", "predict", str(model),
+                              str(make_folder(tmp_path / "folder", members))], cwd=REPO, capture_output=True, text=True)
+    assert "hint: most inputs are dark glyphs on a light ground" in predict.stderr and "--invert" in predict.stderr

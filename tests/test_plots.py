@@ -1,11 +1,13 @@
 """What `dvc plots` shows: DVCLive curves per epoch, the confusion matrix, recall per letter, the
 grid of misclassified glyphs, and the offline rendering of all of them."""
 
+import html
 import io
 import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ def grid_inputs(count, seed=0):
 
 
 # The misclassified grid, on arrays
+
 
 @pytest.mark.parametrize("count", [0, 1, 8, 9, 40])
 def test_misclassified_grid_has_one_cell_per_glyph(count):
@@ -71,8 +74,10 @@ pipeline = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, real_archive):
-    params = {"model": {"architecture": "cnn", "filters": [4], "convs_per_block": 1, "hidden_size": 8},
-              "train": {"epochs": EPOCHS, "batch_size": 64}}
+    params = {
+        "model": {"architecture": "cnn", "filters": [4], "convs_per_block": 1, "hidden_size": 8},
+        "train": {"epochs": EPOCHS, "batch_size": 64},
+    }
     repo = make_project(tmp_path_factory.mktemp("plots"), real_members(per_class=30, archive=real_archive), params)
     run(["dvc", "repro"], repo)
     return repo
@@ -161,14 +166,81 @@ def test_offline_page_needs_no_network(rendered):
     assert page.count("data:image/png;base64,") == 1
 
 
+def chromium(url, folder, *actions):
+    """Open `url` in headless Chromium with a fresh profile and name resolution off (nothing can leave the
+    machine); -> (stdout, URLs the page itself asked the network for, from Chromium's net log)."""
+    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=folder))  # fresh each run: no cache, no state
+    net_log = profile / "net-log.json"
+    result = subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            f"--log-net-log={net_log}",
+            *actions,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = json.loads(net_log.read_text())
+    start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    # The browser's own background requests (update checks, sign-in) have no initiating origin; the page's do.
+    # data: and file: loads never reach the network stack, so they are not in the log.
+    requested = [
+        event["params"]["url"]
+        for event in log["events"]
+        if event["type"] == start_job and event.get("params", {}).get("initiator", "not an origin") != "not an origin"
+    ]
+    return result.stdout, requested
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium (/usr/bin/chromium) is not installed")
+def test_chromium_net_log_shows_a_page_request(tmp_path):
+    page = tmp_path / "leaky.html"
+    page.write_text('<!DOCTYPE html><img src="http://example.com/leak.png"><img src="data:image/png;base64,AA==">')
+    assert chromium(page.as_uri(), tmp_path, "--dump-dom")[1] == ["http://example.com/leak.png"]
+
+
+# Appended to a copy of the page: what the browser drew for each plot, written into the DOM it dumps.
+MEASURE = """<script>document.body.insertAdjacentHTML("beforeend", "<pre id=drawn>" + JSON.stringify(
+  [...document.querySelectorAll("section > svg, section img")].map(e => e.tagName === "IMG"
+    ? {tag: "img", ok: e.complete && e.naturalWidth > 0, width: e.naturalWidth, height: e.naturalHeight}
+    : {tag: "svg", ok: e.getBBox().width > 0, width: e.getBBox().width, height: e.getBBox().height})) + "</pre>")
+</script>"""
+
+
 @pipeline
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium (/usr/bin/chromium) is not installed")
-def test_offline_page_draws_in_headless_chromium(rendered, tmp_path):
+def test_offline_page_draws_in_headless_chromium_with_no_network(rendered, tmp_path):
+    index = rendered[0] / "index.html"
     shot = tmp_path / "page.png"
-    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,2000",
-                    f"--screenshot={shot}", (rendered[0] / "index.html").as_uri()], capture_output=True, timeout=120)
-    pixels = np.asarray(Image.open(shot).convert("L"))
-    assert pixels.std() > 5
+    dom, requested = chromium(index.as_uri(), tmp_path, "--window-size=1200,5000", f"--screenshot={shot}")
+    assert requested == []
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.std() > 5 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # drawn, not blank
+
+    probe = rendered[0] / "measure.html"  # beside the page: same folder, same (inline) contents
+    probe.write_text(index.read_text().replace("</body>", MEASURE + "</body>"))
+    try:
+        dom, requested = chromium(probe.as_uri(), tmp_path, "--dump-dom")
+    finally:
+        probe.unlink()
+    drawn = json.loads(html.unescape(dom.split('<pre id="drawn">')[1].split("</pre>")[0]))
+    page = index.read_text()
+    assert sorted(d["tag"] for d in drawn) == ["img"] * page.count("<img ") + ["svg"] * page.count("<svg xmlns")
+    assert all(d["ok"] and d["width"] > 50 and d["height"] > 50 for d in drawn), drawn
+    assert requested == []
 
 
 @pipeline
