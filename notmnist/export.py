@@ -32,7 +32,7 @@ from notmnist.files import (
     write_bytes,
     write_json,
 )
-from notmnist.runtime import PipelineError, quiet_tensorflow
+from notmnist.runtime import PipelineError, quiet_stderr, quiet_tensorflow
 
 DEFAULT_CHECK = Path("data/processed/test.npz")
 CHECK_IMAGES = 256
@@ -108,7 +108,8 @@ def tflite_runner(path):
     def run(x):
         if shape[0] != x.shape:
             interpreter.resize_tensor_input(source, x.shape)
-            interpreter.allocate_tensors()
+            with quiet_stderr():  # the interpreter's 'Created TensorFlow Lite XNNPACK delegate' line
+                interpreter.allocate_tensors()
             shape[0] = x.shape
         interpreter.set_tensor(source, x)
         interpreter.invoke()

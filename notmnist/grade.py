@@ -34,7 +34,8 @@ def grade(model, glyphs, batch_size=BATCH_SIZE):
         **scores(probabilities, labels),
         "per_class": per_class(predicted, labels),
         "confusion": {"letters": LETTERS, "rows_actual_columns_predicted": confusion(predicted, labels)},
-        "skipped": len(glyphs.skipped),
+        "skipped": glyphs.skipped_reasons.total(),
+        "skipped_reasons": dict(glyphs.skipped_reasons),
         "skipped_members": glyphs.skipped,
     }
 

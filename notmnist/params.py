@@ -1,15 +1,23 @@
-"""The one schema of params.yaml: types, ranges, allowed names, defaults and did-you-mean errors.
+"""The one schema of params.yaml, as pydantic models: types, ranges, allowed names, defaults.
 
-Every stage loads its settings through `load()`, which checks the whole file before any work.
-Check a file with `notmnist params --check`; its reference tables come from notmnist/reference.py.
+Every stage loads its settings through `load()`, which checks the whole file before any work: the YAML
+itself (size, duplicate keys, aliases), every value, and whether the network fits the 28x28 image and
+this machine's memory (by arithmetic, without TensorFlow). pydantic's errors are reworded to name the
+key, the value and what is allowed. Check a file with `notmnist params --check`; its reference tables
+come from notmnist/reference.py.
 """
 
 import difflib
 import math
-from dataclasses import dataclass, replace
-from typing import Any
+import os
+import re
+from functools import partial
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, create_model
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
 from notmnist.runtime import PipelineError
 
@@ -18,214 +26,144 @@ class ParamsError(PipelineError):
     pass
 
 
-REQUIRED = "(required)"  # default of a layer key that has none
+def _as_number(kind, value):
+    """PyYAML reads `1e-3` as a string (YAML 1.1): take the number meant. true, inf and nan are not numbers."""
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", value, re.IGNORECASE):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise PydanticCustomError("not_a_number", "is not a number")
+    if kind is int and value != int(value):
+        raise PydanticCustomError("not_whole", "is not a whole number")
+    return int(value) if kind is int else value  # an error names the value as written: 2, not 2.0
 
 
-@dataclass(frozen=True)
-class Number:
-    default: Any
-    kind: type  # int or float
-    low: float = -math.inf
-    high: float = math.inf
-    low_open: bool = False  # True: the value must be strictly above `low`
-    high_open: bool = False  # True: the value must be strictly below `high`
-    help: str = ""
-
-    def describe(self):
-        low = "" if self.low == -math.inf else f"{'>' if self.low_open else '>='} {self.low}"
-        high = "" if self.high == math.inf else f"{'<' if self.high_open else '<='} {self.high}"
-        return " and ".join(p for p in (f"{self.kind.__name__} {low}".strip(), high) if p)
-
-    def coerce(self, key, value):
-        number = _as_number(value)
-        if number is None:
-            raise ParamsError(f"{key}: {value!r} is not a number; allowed: {self.describe()}")
-        if self.kind is int:
-            if number != int(number):
-                raise ParamsError(f"{key}: {value!r} is not a whole number; allowed: {self.describe()}")
-            number = int(number)
-        too_low = number <= self.low if self.low_open else number < self.low
-        too_high = number >= self.high if self.high_open else number > self.high
-        if too_low or too_high:
-            raise ParamsError(f"{key}: {value!r} is out of range; allowed: {self.describe()}")
-        return number
+Int = Annotated[int, BeforeValidator(partial(_as_number, int))]
+Float = Annotated[float, BeforeValidator(partial(_as_number, float))]
+Flag = Annotated[bool, Strict()]
+ActivationName = Literal["linear", "sigmoid", "tanh", "relu", "softmax", "leaky_relu", "prelu", "elu", "selu",
+                         "gelu", "swish"]
+Initializer = Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
+                      "random_normal", "random_uniform", "truncated_normal", "orthogonal", "zeros", "ones"]
+ACTIVATIONS, INITIALIZERS = get_args(ActivationName), get_args(Initializer)
 
 
-def _as_number(value):
-    """A finite float from a YAML value, or None. PyYAML reads `1e-3` as a string: take the number meant."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-@dataclass(frozen=True)
-class Choice:
-    default: Any
-    choices: tuple
-    help: str = ""
-
-    def describe(self):
-        return "one of " + ", ".join(self.choices)
-
-    def coerce(self, key, value):
-        if value not in self.choices:
-            raise ParamsError(f"{key}: unknown value {value!r}{_did_you_mean(value, self.choices)}; "
-                              f"valid names: {', '.join(self.choices)}")
-        return value
-
-
-@dataclass(frozen=True)
-class Flag:
-    default: bool
-    help: str = ""
-
-    def describe(self):
-        return "true or false"
-
-    def coerce(self, key, value):
-        if not isinstance(value, bool):
-            raise ParamsError(f"{key}: {value!r} is not true or false")
-        return value
-
-
-@dataclass(frozen=True)
-class IntList:
-    default: list
-    low: int = 1
-    help: str = ""
-
-    def describe(self):
-        return f"non-empty list of int >= {self.low}"
-
-    def coerce(self, key, value):
-        if not isinstance(value, list) or not value:
-            raise ParamsError(f"{key}: {value!r} is not a non-empty list; allowed: {self.describe()}")
-        item = Number(None, int, low=self.low)
-        return [item.coerce(f"{key}.{i}", v) for i, v in enumerate(value)]
-
-
-@dataclass(frozen=True)
-class LayerList:
-    """model.layers: each item is checked against LAYERS by check_layers()."""
-    default: list
-    help: str = ""
-
-    def describe(self):
-        return "list of layers (see Layers)"
-
-    def coerce(self, key, value):
-        if not isinstance(value, list):
-            raise ParamsError(f"{key}: {value!r} is not a list of layers, e.g. [{{type: Dense, units: 64}}]")
-        return value
-
-
-def _did_you_mean(value, valid, prefix=""):
-    """' (did you mean X?)' for the nearest valid name, ignoring case, or ''."""
-    by_lower = {str(v).lower(): v for v in valid}
-    close = difflib.get_close_matches(str(value).lower(), list(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean '{prefix}{by_lower[close[0]]}'?)" if close else ""
-
-
-ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "softmax", "leaky_relu", "prelu", "elu", "selu", "gelu", "swish")
-INITIALIZERS = (
-    "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
-    "random_normal", "random_uniform", "truncated_normal", "orthogonal", "zeros", "ones",
-)
-
-# A layer key whose default is one of these strings takes that model-wide value.
-INHERITED = {"model.init": "init", "model.l2": "l2"}
-_WEIGHTED = {
-    "activation": Choice("linear", ACTIVATIONS, "activation applied after the layer"),
-    "kernel_initializer": Choice("model.init", INITIALIZERS, "kernel initialiser"),
-    "kernel_l2": Number("model.l2", float, low=0, high=1, help="L2 penalty on the kernel"),
-    "bias_l2": Number("model.l2", float, low=0, high=1, help="L2 penalty on the bias"),
-}
 # The layers a custom network (model.layers) may use; `type` picks one. Keys are Keras's argument names.
-LAYERS = {
+# A default of "model.init" or "model.l2" takes that model-wide value (validate).
+_WEIGHTED = {
+    "activation": (ActivationName, Field("linear", description="activation applied after the layer")),
+    "kernel_initializer": (Initializer, Field("model.init", description="kernel initialiser")),
+    "kernel_l2": (Float, Field("model.l2", ge=0, le=1, description="L2 penalty on the kernel")),
+    "bias_l2": (Float, Field("model.l2", ge=0, le=1, description="L2 penalty on the bias")),
+}
+_LAYER_KEYS = {
     "Flatten": {},
-    "Dense": {"units": Number(REQUIRED, int, low=1, help="width"), **_WEIGHTED},
+    "Dense": {"units": (Int, Field(ge=1, description="width")), **_WEIGHTED},
     "Conv2D": {
-        "filters": Number(REQUIRED, int, low=1, help="number of filters"),
-        "kernel_size": Number(3, int, low=1, high=28, help="square kernel side"),
-        "strides": Number(1, int, low=1, high=28, help="step between windows"),
-        "padding": Choice("same", ("same", "valid"), "same: keep the size; valid: no border"),
+        "filters": (Int, Field(ge=1, description="number of filters")),
+        "kernel_size": (Int, Field(3, ge=1, le=28, description="square kernel side")),
+        "strides": (Int, Field(1, ge=1, le=28, description="step between windows")),
+        "padding": (Literal["same", "valid"], Field("same", description="same: keep the size; valid: no border")),
         **_WEIGHTED,
     },
-    "MaxPooling2D": {"pool_size": Number(2, int, low=1, high=28, help="square window side (stride too)")},
+    "MaxPooling2D": {"pool_size": (Int, Field(2, ge=1, le=28, description="square window side (stride too)"))},
     "GlobalAveragePooling2D": {},
-    "Dropout": {"rate": Number(REQUIRED, float, low=0, high=1, high_open=True, help="fraction dropped in training")},
-    "BatchNormalization": {"momentum": Number(0.9, float, low=0, high=1, low_open=True, help="moving-average momentum")},
-    "Activation": {"activation": Choice(REQUIRED, ACTIVATIONS, "activation name")},
-    "LeakyReLU": {"negative_slope": Number(0.3, float, low=0, help="slope below zero")},
+    "Dropout": {"rate": (Float, Field(ge=0, lt=1, description="fraction dropped in training"))},
+    "BatchNormalization": {"momentum": (Float, Field(0.9, gt=0, le=1, description="moving-average momentum"))},
+    "Activation": {"activation": (ActivationName, Field(description="activation name"))},
+    "LeakyReLU": {"negative_slope": (Float, Field(0.3, ge=0, description="slope below zero"))},
     "PReLU": {},
-    "ELU": {"alpha": Number(1.0, float, low=0, help="scale below zero")},
+    "ELU": {"alpha": (Float, Field(1.0, ge=0, description="scale below zero"))},
 }
+LAYERS = {kind: create_model(kind, __base__=_Strict, type=(Literal[kind], ...), **keys)
+          for kind, keys in _LAYER_KEYS.items()}
+Layer = Annotated[Union[tuple(LAYERS.values())], Field(discriminator="type")]  # noqa: UP007 (a tuple)
 
-SCHEMA = {
-    "seed": Number(42, int, low=0, high=2**31 - 1, help="seed of weights, shuffling and augmentation"),
-    "threads": Number(2, int, low=1, high=256, help="TensorFlow intra-op threads; results depend on it"),
-    "data": {
-        "val_fraction": Number(0.1, float, low=0, high=0.5, low_open=True, help="share of images for validation"),
-        "test_fraction": Number(0.1, float, low=0, high=0.5, low_open=True, help="share of images held out for test"),
-        "split_seed": Number(0, int, low=0, high=2**31 - 1, help="seed of the train/val/test split"),
-        "group_by_font": Flag(False, "keep all letters of a font in one split: val/test then measure unseen fonts"),
-    },
-    "model": {
-        "architecture": Choice("cnn", ("mlp", "cnn", "vgg", "lenet5", "custom"),
-                               "network preset, or custom (built from model.layers)"),
-        "hidden_size": Number(128, int, low=1, high=65536, help="width of the Dense hidden layers (mlp, cnn, vgg)"),
-        "hidden_layers": Number(2, int, low=0, high=16, help="number of Dense hidden layers (mlp)"),
-        "filters": IntList([32, 64, 128], help="filters per conv block, one block per item (cnn, vgg)"),
-        "convs_per_block": Number(2, int, low=1, high=4, help="Conv2D layers per block (cnn)"),
-        "activation": Choice("relu", ACTIVATIONS, "hidden-layer activation (presets)"),
-        "dropout": Number(0.1, float, low=0, high=1, high_open=True,
-                          help="dropout rate after each block or hidden layer, 0: none (presets)"),
-        "batch_norm": Flag(True, "BatchNormalization before each hidden activation (presets)"),
-        "l2": Number(0.0, float, low=0, high=1, help="L2 penalty on every kernel and bias (a layer's own value wins)"),
-        "init": Choice("he_normal", INITIALIZERS, "kernel initialiser of every layer (a layer's own value wins)"),
-        "augment": {
-            "shift": Number(0.1, float, low=0, high=0.5, help="random shift, fraction of the side, 0: off"),
-            "rotation": Number(8.0, float, low=0, high=45, help="random rotation in degrees, 0: off"),
-            "zoom": Number(0.1, float, low=0, high=0.5, help="random zoom, fraction, 0: off"),
-        },
-        "layers": LayerList([], "the custom network's hidden layers (architecture: custom)"),
-    },
-    "train": {
-        "optimizer": Choice("adam", ("sgd", "adam", "rmsprop"), "optimiser"),
-        "learning_rate": Number(0.001, float, low=0, high=10, low_open=True, help="initial learning rate"),
-        "momentum": Number(0.0, float, low=0, high=1, help="momentum (sgd, rmsprop)"),
-        "nesterov": Flag(False, "Nesterov momentum (sgd)"),
-        "schedule": Choice("cosine", ("constant", "step", "exponential", "cosine", "plateau"),
-                           "learning-rate schedule"),
-        "decay_rate": Number(0.5, float, low=0, high=1, low_open=True,
-                             help="learning-rate factor per decay (step, exponential, plateau)"),
-        "decay_epochs": Number(5, int, low=1, help="epochs per decay (step, exponential); patience (plateau)"),
-        "batch_size": Number(128, int, low=1, high=65536, help="images per step"),
-        "epochs": Number(30, int, low=1, high=10000, help="passes over the training split"),
-        "label_smoothing": Number(0.0, float, low=0, high=0.5, help="label smoothing of the loss"),
-        "weight_averaging": Number(0.0, float, low=0, high=1, high_open=True,
-                                   help="momentum of an exponential moving average of the weights, which "
-                                        "the saved model keeps (e.g. 0.999); 0: off"),
-        "early_stopping": Number(0, int, low=0,
-                                 help="patience in epochs on val loss, best weights restored; 0: off"),
-        "precision": Choice("float32", ("float32", "mixed_bfloat16"), "compute precision"),
-        "distribute": Choice("none", ("none", "mirrored", "multi_worker"),
-                             "tf.distribute strategy: mirrored (GPUs of one host), multi_worker (hosts, TF_CONFIG)"),
-    },
-    "evaluate": {
-        "batch_size": Number(512, int, low=1, high=65536, help="images per inference batch"),
-        "tta": Number(0, int, low=0, high=64,
-                      help="test-time augmentation: average over the image and this many copies transformed "
-                           "as model.augment does (seeded); 0: off"),
-    },
-}
+
+class Data(_Strict):
+    val_fraction: Float = Field(0.1, gt=0, le=0.5, description="share of images for validation")
+    test_fraction: Float = Field(0.1, gt=0, le=0.5, description="share of images held out for test")
+    split_seed: Int = Field(0, ge=0, le=2**31 - 1, description="seed of the train/val/test split")
+    group_by_font: Flag = Field(False, description="keep all letters of a font in one split: val/test then "
+                                                   "measure unseen fonts")
+
+
+class Augment(_Strict):
+    shift: Float = Field(0.1, ge=0, le=0.5, description="random shift, fraction of the side, 0: off")
+    rotation: Float = Field(8.0, ge=0, le=45, description="random rotation in degrees, 0: off")
+    zoom: Float = Field(0.1, ge=0, le=0.5, description="random zoom, fraction, 0: off")
+    erasing: Float = Field(0.0, ge=0, le=1, description="probability of erasing a random rectangle of each "
+                                                        "training image, 0: off")
+
+
+class Model(_Strict):
+    architecture: Literal["mlp", "cnn", "vgg", "lenet5", "resnet", "custom"] = Field(
+        "cnn", description="network preset, or custom (built from model.layers)")
+    hidden_size: Int = Field(128, ge=1, le=65536, description="width of the Dense hidden layers (mlp, cnn, vgg)")
+    hidden_layers: Int = Field(2, ge=0, le=16, description="number of Dense hidden layers (mlp)")
+    filters: list[Annotated[Int, Field(ge=1)]] = Field(
+        [32, 64, 128], min_length=1, description="filters per conv block, one block per item (cnn, vgg); "
+                                                 "resnet: the stem's, then one pooled residual stage per item")
+    convs_per_block: Int = Field(2, ge=1, le=4, description="Conv2D layers per block (cnn)")
+    activation: ActivationName = Field("relu", description="hidden-layer activation (presets)")
+    dropout: Float = Field(0.1, ge=0, lt=1, description="dropout rate after each block or hidden layer, 0: none "
+                                                        "(presets)")
+    batch_norm: Flag = Field(True, description="BatchNormalization before each hidden activation (presets)")
+    l2: Float = Field(0.0, ge=0, le=1, description="L2 penalty on every kernel and bias (a layer's own value wins)")
+    init: Initializer = Field("he_normal", description="kernel initialiser of every layer (a layer's own value "
+                                                       "wins)")
+    augment: Augment = Augment()
+    layers: list[Layer] = Field([], description="the custom network's hidden layers (architecture: custom)")
+
+
+class Train(_Strict):
+    optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("adam", description="optimiser")
+    learning_rate: Float = Field(0.001, gt=0, le=10, description="initial (one_cycle: peak) learning rate")
+    momentum: Float = Field(0.0, ge=0, le=1, description="momentum (sgd, rmsprop)")
+    nesterov: Flag = Field(False, description="Nesterov momentum (sgd)")
+    weight_decay: Float = Field(0.0, ge=0, description="decoupled weight decay: each step takes learning_rate x "
+                                "weight_decay x each weight off it (adamw; the others too), e.g. 5e-4; 0: off")
+    schedule: Literal["constant", "step", "exponential", "cosine", "plateau", "one_cycle"] = Field(
+        "cosine", description="learning-rate schedule")
+    decay_rate: Float = Field(0.5, gt=0, le=1, description="learning-rate factor per decay (step, exponential, "
+                                                           "plateau)")
+    decay_epochs: Int = Field(5, ge=1, description="epochs per decay (step, exponential); patience (plateau)")
+    batch_size: Int = Field(128, ge=1, le=65536, description="images per step")
+    epochs: Int = Field(30, ge=1, le=10000, description="passes over the training split")
+    label_smoothing: Float = Field(0.0, ge=0, le=0.5, description="label smoothing of the loss")
+    mixup: Float = Field(0.0, ge=0, le=1, description="mixup alpha: train on blends of two images and their "
+                                                      "labels; 0: off")
+    cutmix: Float = Field(0.0, ge=0, le=1, description="cutmix alpha: paste a patch of another image, labels "
+                                                       "mixed by area; 0: off")
+    weight_averaging: Float = Field(0.0, ge=0, lt=1, description="momentum of an exponential moving average of "
+                                    "the weights, which the saved model keeps (e.g. 0.999); 0: off")
+    early_stopping: Int = Field(0, ge=0, description="patience in epochs on val loss, best weights restored; 0: off")
+    ensemble: Int = Field(1, ge=1, le=16, description="members trained with seeds seed, seed+1, ..., saved as one "
+                                                      "model averaging their probabilities; 1: a single model")
+    precision: Literal["float32", "mixed_bfloat16"] = Field("float32", description="compute precision")
+    distribute: Literal["none", "mirrored", "multi_worker"] = Field(
+        "none", description="tf.distribute strategy: mirrored (GPUs of one host), multi_worker (hosts, TF_CONFIG)")
+
+
+class Evaluate(_Strict):
+    batch_size: Int = Field(512, ge=1, le=65536, description="images per inference batch")
+    tta: Int = Field(0, ge=0, le=64, description="test-time augmentation: average over the image and this many "
+                                                 "copies transformed as model.augment does (seeded); 0: off")
+
+
+class Params(_Strict):
+    seed: Int = Field(42, ge=0, le=2**31 - 1, description="seed of weights, shuffling and augmentation")
+    threads: Int = Field(2, ge=1, le=256, description="TensorFlow intra-op threads; results depend on it")
+    data: Data = Data()
+    model: Model = Model()
+    train: Train = Train()
+    evaluate: Evaluate = Evaluate()
+
+
+SCHEMA = Params.model_fields  # the top level: SCHEMA["threads"].default
 
 # Keras 1 names from the practical's text -> the name to use instead.
 KERAS1_NAMES = {
@@ -237,88 +175,267 @@ KERAS1_NAMES = {
 }
 
 
-def _unknown_key(key, valid):
+def section_of(field):
+    """The model class a field holds (a section such as Model), or None for a value."""
+    kind = field.annotation
+    return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+
+
+def allowed(field):
+    """What a field accepts, in words: 'int >= 1 and <= 28', 'one of same, valid', ..."""
+    kind = field.annotation
+    if get_origin(kind) is list:
+        item = FieldInfo.from_annotation(get_args(kind)[0])
+        return f"non-empty list of {allowed(item)}" if item.annotation is int else "list of layers (see Layers)"
+    if kind is bool or get_origin(kind) is Literal:
+        return "true or false" if kind is bool else "one of " + ", ".join(get_args(kind))
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}  # lower bounds first
+    limits = [f"{sign} {getattr(rule, name)}" for name, sign in signs.items() for rule in field.metadata
+              if hasattr(rule, name)]
+    return " and ".join([f"{kind.__name__} {limits[0]}" if limits else kind.__name__, *limits[1:]])
+
+
+def _did_you_mean(value, valid, prefix=""):
+    """' (did you mean X?)' for the nearest valid name, ignoring case, or ''."""
+    by_lower = {str(v).lower(): v for v in valid}
+    close = difflib.get_close_matches(str(value).lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean '{prefix}{by_lower[close[0]]}'?)" if close else ""
+
+
+def _located(loc):
+    """A pydantic error location -> (dotted key, its field or None, the model class that holds it)."""
+    names, model, field, parts = [], Params, None, list(loc)
+    while parts:
+        part = parts.pop(0)
+        names.append(str(part))
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field and section_of(field):
+            model = section_of(field)
+        elif field and get_origin(field.annotation) is list and parts:  # an item: a width, or a layer and its type
+            names.append(str(parts.pop(0)))
+            field = FieldInfo.from_annotation(get_args(field.annotation)[0]) if part == "filters" else None
+            model = LAYERS[parts.pop(0)] if part == "layers" and parts else model
+        elif not field:
+            break
+    return ".".join(names), field, model
+
+
+def _message(error):
+    """One pydantic error -> today's line: key, value, what is allowed, the fix."""
+    key, field, model = _located(error["loc"])
+    kind, value = error["type"], error["input"]
     parent, _, name = key.rpartition(".")
-    if name in KERAS1_NAMES:
-        return f"{key}: '{name}' is a Keras 1 name; use {KERAS1_NAMES[name]} instead"
-    hint = _did_you_mean(name, valid, f"{parent}." if parent else "")
-    return f"unknown key '{key}'{hint or '; valid keys here: ' + ', '.join(valid)}"
+    if kind == "extra_forbidden":
+        if name in KERAS1_NAMES:
+            return f"{key}: '{name}' is a Keras 1 name; use {KERAS1_NAMES[name]} instead"
+        valid = [k for k in model.model_fields if k != "type"]
+        hint = _did_you_mean(name, valid, f"{parent}." if parent else "")
+        return f"unknown key '{key}'{hint or '; valid keys here: ' + ', '.join(valid)}"
+    if kind == "union_tag_invalid":
+        tag = error["ctx"]["tag"]
+        if tag in KERAS1_NAMES:
+            return f"{key}.type: '{tag}' is a Keras 1 name; use {KERAS1_NAMES[tag]} instead"
+        return f"{key}.type: unknown layer {tag!r}{_did_you_mean(tag, LAYERS)}; valid layers: {', '.join(LAYERS)}"
+    if kind == "union_tag_not_found" or (kind == "model_attributes_type" and field is None):
+        return f"{key}: each layer is a mapping with a 'type', e.g. {{type: Dense, units: 64}}"
+    if kind in ("model_type", "model_attributes_type"):
+        return f"{key or 'params.yaml'}: expected a mapping of keys, got {value!r}"
+    if kind == "missing":
+        return f"{key}: a {model.__name__} layer needs it; allowed: {allowed(field)}"
+    if kind == "literal_error":
+        choices = get_args(field.annotation)
+        return f"{key}: unknown value {value!r}{_did_you_mean(value, choices)}; valid names: {', '.join(choices)}"
+    if kind == "bool_type":
+        return f"{key}: {value!r} is not true or false"
+    if name == "layers":
+        return f"{key}: {value!r} is not a list of layers, e.g. [{{type: Dense, units: 64}}]"
+    problem = "is out of range" if kind.startswith(("greater_than", "less_than")) else error["msg"]
+    problem = "is not a non-empty list" if kind in ("list_type", "too_short") else problem
+    return f"{key}: {value!r} {problem}; allowed: {allowed(field)}"
 
 
-def _check_tree(schema, given, prefix, errors):
-    """`given` checked against `schema`, defaults filled in; problems are appended to `errors`."""
-    if not isinstance(given, dict):
-        errors.append(f"{prefix.rstrip('.')}: expected a mapping of keys, got {given!r}")
-        given = {}
-    errors.extend(_unknown_key(f"{prefix}{key}", list(schema)) for key in given if key not in schema)
-    result = {}
-    for key, spec in schema.items():
-        name = f"{prefix}{key}"
-        if isinstance(spec, dict):
-            section = given.get(key)
-            result[key] = _check_tree(spec, {} if section is None else section, f"{name}.", errors)
-        elif given.get(key) is None:  # absent or null: the default
-            result[key] = spec.default
-        else:
-            try:
-                result[key] = spec.coerce(name, given[key])
-            except ParamsError as error:
-                errors.append(str(error))
-                result[key] = spec.default  # so that later checks can go on
-    return result
-
-
-def check_layer(layer, model, name, errors):
-    """One item of model.layers -> its full settings (defaults filled in), or None if invalid."""
-    if not isinstance(layer, dict) or "type" not in layer:
-        errors.append(f"{name}: each layer is a mapping with a 'type', e.g. {{type: Dense, units: 64}}")
-        return None
-    kind = str(layer["type"])  # a number or list here is just an unknown name
-    if kind in KERAS1_NAMES:
-        errors.append(f"{name}.type: '{kind}' is a Keras 1 name; use {KERAS1_NAMES[kind]} instead")
-        return None
-    if kind not in LAYERS:
-        errors.append(f"{name}.type: unknown layer {kind!r}{_did_you_mean(kind, LAYERS)}; "
-                      f"valid layers: {', '.join(LAYERS)}")
-        return None
-    before = len(errors)
-    given = {k: v for k, v in layer.items() if k != "type"}
-    values = _check_tree(LAYERS[kind], given, f"{name}.", errors)
-    for key, spec in LAYERS[kind].items():
-        if values[key] == REQUIRED:
-            errors.append(f"{name}.{key}: a {kind} layer needs it; allowed: {spec.describe()}")
-        elif values[key] in INHERITED:
-            values[key] = model[INHERITED[values[key]]]
-    return {"type": kind, **values} if len(errors) == before else None
+def _without_nulls(tree):
+    """A key set to null (or left empty) takes its default, as if absent."""
+    if isinstance(tree, dict):
+        return {key: _without_nulls(value) for key, value in tree.items() if value is not None}
+    return [_without_nulls(item) for item in tree] if isinstance(tree, list) else tree
 
 
 def validate(raw):
-    """Check a whole params tree (as read from YAML); returns it with defaults filled in."""
-    errors = []
-    params = _check_tree(SCHEMA, {} if raw is None else raw, "", errors)
-    model, data = params["model"], params["data"]
-    if model["architecture"] == "custom":
-        if not model["layers"]:
-            errors.append("model.layers: model.architecture is custom, so list its layers, "
-                          "e.g. [{type: Flatten}, {type: Dense, units: 128, activation: relu}]")
-        model["layers"] = [check_layer(layer, model, f"model.layers.{i}", errors)
-                           for i, layer in enumerate(model["layers"])]
-    elif model["layers"]:
+    """Check a whole params tree (as read from YAML); returns it as a plain dict with defaults filled in."""
+    try:
+        checked = Params.model_validate(_without_nulls({} if raw is None else raw))
+    except ValidationError as error:
+        raise ParamsError("invalid params.yaml:\n  " + "\n  ".join(map(_message, error.errors()))) from None
+    params = checked.model_dump(warnings=False)  # no warning for the defaults "model.init", "model.l2"
+    model, data, errors = params["model"], params["data"], []
+    for layer in model["layers"]:  # model-wide defaults of kernel_initializer, kernel_l2, bias_l2
+        layer.update({k: model[v.removeprefix("model.")] for k, v in layer.items() if v in ("model.init", "model.l2")})
+    if model["architecture"] == "custom" and not model["layers"]:
+        errors.append("model.layers: model.architecture is custom, so list its layers, "
+                      "e.g. [{type: Flatten}, {type: Dense, units: 128, activation: relu}]")
+    elif model["architecture"] != "custom" and model["layers"]:
         errors.append(f"model.layers: a layer list is only used with model.architecture: custom "
                       f"(now {model['architecture']}); set it to custom, or model.layers to []")
     if data["val_fraction"] + data["test_fraction"] >= 0.9:
         errors.append("data.val_fraction + data.test_fraction must be below 0.9, to leave images to train on")
+    if not errors:
+        errors += _network_errors(params)
     if errors:
         raise ParamsError("invalid params.yaml:\n  " + "\n  ".join(errors))
     return params
 
 
+# ---- the network by arithmetic: the image stays at least 1x1, weights and activations fit in memory ----
+
+def preset_layers(model):
+    """The network's hidden layers in model.layers' vocabulary, each with the key that sets it: what
+    notmnist/models.py builds between the input and the output Dense(10)."""
+    architecture, filters, width = model["architecture"], model["filters"], model["hidden_size"]
+    if architecture == "custom":
+        return [(f"model.layers.{i}", layer) for i, layer in enumerate(model["layers"])]
+    norm = [{"type": "BatchNormalization"}] * model["batch_norm"] + [{"type": "Activation"}]
+    drop, pool = [{"type": "Dropout"}] * (model["dropout"] > 0), [{"type": "MaxPooling2D"}]
+
+    def conv(filters, **layer):
+        return [{"type": "Conv2D", "filters": filters, **layer}, *norm]
+
+    def dense(widths):
+        return [{"type": "Flatten"}] + [part for units in widths for part in ({"type": "Dense", "units": units},
+                                                                             *norm, *drop)]
+
+    if architecture == "mlp":
+        keyed = {"model.hidden_size": dense([width] * model["hidden_layers"])}
+    elif architecture in ("cnn", "vgg"):
+        convs, hidden = (model["convs_per_block"], 1) if architecture == "cnn" else (3, 2)
+        keyed = {"model.filters": [part for f in filters for part in conv(f) * convs + pool + drop],
+                 "model.hidden_size": dense([width] * hidden)}
+    elif architecture == "lenet5":
+        keyed = {"model.architecture": conv(6, kernel_size=5) + pool + conv(16, kernel_size=5, padding="valid")
+                 + pool + dense([120, 84])}
+    else:  # resnet: a stem, then per further item a unit, 2x2 pooling (padding same) and a residual pair
+        stages = [part for f in filters[1:] for part in conv(f) + [{"type": "MaxPooling2D", "padding": "same"}]
+                  + conv(f) * 2 + [{"type": "Add"}]]
+        keyed = {"model.filters": conv(filters[0]) + stages + [{"type": "GlobalAveragePooling2D"}, *drop]}
+    return [(key, layer) for key, layers in keyed.items() for layer in layers]
+
+
+def network_shapes(layers):
+    """(rows, problem): rows (key, output shape, parameter count) of each layer and of the output Dense(10);
+    problem (key, layer, input shape, why and the fix) at the first layer Keras would refuse, else None."""
+    shape, rows = (28, 28, 1), []
+    for key, layer in [*layers, ("", {"type": "Dense", "units": 10})]:
+        kind, weights, before = layer["type"], 0, shape
+        if kind in ("Conv2D", "MaxPooling2D", "GlobalAveragePooling2D") and len(shape) == 1:
+            return rows, (key, layer, shape, "it needs an image; move it before the first Flatten or Dense")
+        if kind == "Conv2D":
+            size, stride = layer.get("kernel_size", 3), layer.get("strides", 1)
+            side = -(-shape[0] // stride) if layer.get("padding", "same") == "same" else (shape[0] - size) // stride + 1
+            weights, shape = (size * size * shape[2] + 1) * layer["filters"], (side, side, layer["filters"])
+        elif kind == "MaxPooling2D":
+            size, same = layer.get("pool_size", 2), layer.get("padding") == "same"  # Keras's default: valid
+            shape = (-(-shape[0] // size) if same else (shape[0] - size) // size + 1,) * 2 + shape[2:]
+        elif kind == "GlobalAveragePooling2D":
+            shape = shape[2:]
+        elif kind in ("Flatten", "Dense"):  # a Dense on an image flattens it first (models.custom_layer)
+            shape = (math.prod(shape),)
+            if kind == "Dense":
+                weights, shape = (shape[0] + 1) * layer["units"], (layer["units"],)
+        elif kind in ("BatchNormalization", "PReLU"):
+            weights = (4 if kind == "BatchNormalization" else 1) * shape[-1]
+        if shape[0] < 1:
+            return rows, (key, layer, before, f"its output would be {shape[0]}x{shape[0]}; use fewer pooling "
+                                              "layers or strides, or padding: same")
+        rows.append((key or rows[-1][0], shape, weights))  # the output layer is as large as what feeds it
+    return rows, None
+
+
+def memory_budget():
+    """Half of this machine's physical memory, in bytes: what one run may plan to use."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+
+
+def _network_errors(params):
+    """The image shrinking below 1x1 on its way through the network, or weights or one batch's activations
+    larger than memory_budget()."""
+    model = params["model"]
+    rows, problem = network_shapes(preset_layers(model))
+    if problem and problem[0] == "model.filters":
+        sides = [28]
+        while sides[-1]:
+            sides.append(sides[-1] // 2)
+        return [f"model.filters: {model['filters']} pools the 28x28 image below 1x1 in {model['architecture']} "
+                f"({' -> '.join(map(str, sides))}); use at most {len(sides) - 2} items"]
+    if problem:
+        key, layer, shape, why = problem
+        return [f"{key} ({layer['type']}) cannot take an input of shape {shape}: {why}"]
+    budget, errors, weights_of = memory_budget(), [], {}
+    for key, _, weights in rows:
+        weights_of[key] = weights_of.get(key, 0) + weights
+    count, copies = sum(weights_of.values()), 3 + params["train"]["ensemble"]  # + gradients, 2 Adam moments, members
+    memory = f"more than half of this machine's {2 * budget / 2**30:.1f} GiB of memory"
+    if count * 4 * copies > budget:
+        key = max(weights_of, key=weights_of.get)
+        errors.append(f"{key}: the network has ~{count:,} parameters; their weights and optimiser state ({copies} "
+                      f"copies of 4 bytes) need {count * 4 * copies / 2**30:.1f} GiB, {memory}; lower {key}")
+    sizes = sorted((math.prod(shape), key) for key, shape, _ in rows)
+    for stage, floats, held in (("train", sum(size for size, _ in sizes), "every layer's values and gradients"),
+                                ("evaluate", sizes[-1][0], "the largest layer's input and output")):
+        batch = params[stage]["batch_size"]
+        if batch * floats * 8 > budget:
+            errors.append(f"{stage}.batch_size: {batch} images x {floats:,} activations ({held}, 4 bytes each) "
+                          f"need {batch * floats * 8 / 2**30:.1f} GiB, {memory}; lower {stage}.batch_size "
+                          f"(or {sizes[-1][1]})")
+    return errors
+
+
+# ---- the file itself ----
+
+MAX_BYTES = 64 * 1024  # the committed params.yaml is about 1 KiB
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader refusing what PyYAML accepts silently: duplicate keys (it keeps the last; DVC refuses the
+    file) and aliases (14 lines of them can expand to gigabytes)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ParamsError(f"{self.name} line {event.start_mark.line + 1}: YAML alias '*{event.anchor}' refused "
+                              "(aliases can expand without bound); write the values out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        first_line = {}
+        for key_node, _ in node.value:
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            if isinstance(key, str | int | float) and key in first_line:
+                raise ParamsError(f"{self.name} line {line}: duplicate key '{key}' (first on line {first_line[key]}); "
+                                  "PyYAML would keep the last silently and DVC refuses the file: keep one")
+            first_line[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def load(path="params.yaml"):
+    """params.yaml read and checked as every stage does: the file itself, then validate()."""
     try:
-        with open(path, encoding="utf-8") as file:
-            raw = yaml.safe_load(file)
-    except FileNotFoundError:
-        raise ParamsError(f"{path} not found; run from the repository root") from None
+        with open(path, "rb") as file:
+            text = file.read(MAX_BYTES + 1)
+    except OSError as error:
+        raise ParamsError(f"{path}: {error.strerror}; run from the repository root") from None
+    if len(text) > MAX_BYTES:
+        raise ParamsError(f"{path} is larger than {MAX_BYTES // 1024} KiB (the committed one is about 1 KiB); "
+                          "copy the defaults from git: git checkout params.yaml")
+    loader = _StrictLoader(text)
+    loader.name = str(path)  # named in the marks of YAML errors
+    try:
+        raw = loader.get_single_data()
     except yaml.YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {error}") from None
+    except RecursionError:
+        raise ParamsError(f"{path} nests deeper than YAML can be read; params.yaml nests 5 levels") from None
+    finally:
+        loader.dispose()
+    if raw is None:
+        raise ParamsError(f"{path} is empty; copy the defaults from git: git checkout params.yaml")
     return validate(raw)

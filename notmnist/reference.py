@@ -1,4 +1,4 @@
-"""The parameter reference of docs/parameters.md, generated from the schema and dvc.yaml.
+"""The parameter reference of docs/parameters.md, generated from the pydantic schema and dvc.yaml.
 
 Kept apart from notmnist/params.py, which every stage imports: editing a help text here reruns
 no stage. `notmnist params --table` prints it.
@@ -6,16 +6,17 @@ no stage. `notmnist params --table` prints it.
 
 import yaml
 
-from notmnist.params import KERAS1_NAMES, LAYERS, SCHEMA
+from notmnist.params import KERAS1_NAMES, LAYERS, Params, allowed, section_of
 
 
-def reference_rows(schema=SCHEMA, prefix=""):
-    """(key, default, allowed, meaning) for every parameter, in params.yaml order."""
-    for key, spec in schema.items():
-        if isinstance(spec, dict):
-            yield from reference_rows(spec, f"{prefix}{key}.")
-        else:
-            yield (f"{prefix}{key}", spec.default, spec.describe(), spec.help)
+def reference_rows(model=Params, prefix=""):
+    """(key, default, allowed, meaning) for every parameter of a pydantic model, in params.yaml order."""
+    for key, field in model.model_fields.items():
+        if section_of(field):
+            yield from reference_rows(section_of(field), f"{prefix}{key}.")
+        elif key != "type":  # a layer's type names its row
+            default = "(required)" if field.is_required() else field.default
+            yield (f"{prefix}{key}", default, allowed(field), field.description)
 
 
 def rerun_stages(key, stages):
@@ -57,15 +58,15 @@ def tables(dvc_yaml="dvc.yaml"):
     with open(dvc_yaml, encoding="utf-8") as file:
         stages = yaml.safe_load(file)["stages"]
     lines = ["| parameter | default | allowed | meaning | reruns |", "|---|---|---|---|---|"]
-    for key, default, allowed, meaning in reference_rows():
-        lines.append(f"| `{key}` | {_cell(default)} | {allowed} | {meaning} | "
+    for key, default, accepts, meaning in reference_rows():
+        lines.append(f"| `{key}` | {_cell(default)} | {accepts} | {meaning} | "
                      f"{', '.join(rerun_stages(key, stages)) or 'nothing'} |")
     lines += ["", "| layer `type` | key | default | allowed | meaning |", "|---|---|---|---|---|"]
-    for kind, keys in LAYERS.items():
-        if not keys:
+    for kind, layer in LAYERS.items():
+        if len(layer.model_fields) == 1:
             lines.append(f"| `{kind}` | | | | no settings |")
-        for key, default, allowed, meaning in reference_rows(keys):
-            lines.append(f"| `{kind}` | `{key}` | {_cell(default)} | {allowed} | {meaning} |")
+        for key, default, accepts, meaning in reference_rows(layer):
+            lines.append(f"| `{kind}` | `{key}` | {_cell(default)} | {accepts} | {meaning} |")
     lines += ["", "| Keras 1 name (an error) | use instead |", "|---|---|"]
     lines += [f"| `{old}` | {new} |" for old, new in KERAS1_NAMES.items()]
     return "\n".join(lines) + "\n"

@@ -1,8 +1,10 @@
-"""The params.yaml schema: defaults, errors that teach, the reference table, and the same errors
-through `dvc exp run -S` in a throw-away repository."""
+"""The params.yaml schema: defaults, errors that teach, the file itself (duplicates, aliases, size), networks
+that cannot exist or fit in memory, the reference table, and the same errors through `dvc exp run -S` in a
+throw-away repository."""
 
 import copy
 import shlex
+from typing import get_args
 
 import pytest
 import yaml
@@ -35,10 +37,13 @@ def error_of(values):
     return str(caught.value)
 
 
-def schema_keys(tree, prefix=""):
+def yaml_keys(tree, prefix=""):
     for key, value in tree.items():
         is_section = isinstance(value, dict)
-        yield from schema_keys(value, f"{prefix}{key}.") if is_section else [f"{prefix}{key}"]
+        yield from yaml_keys(value, f"{prefix}{key}.") if is_section else [f"{prefix}{key}"]
+
+
+SCHEMA_KEYS = [key for key, *_ in reference.reference_rows()]
 
 
 def test_committed_params_yaml_passes_the_check():
@@ -48,7 +53,7 @@ def test_committed_params_yaml_passes_the_check():
 
 def test_committed_params_yaml_lists_every_schema_key():
     # `dvc exp run -S key=value` refuses a key that params.yaml lacks, so every key is written out
-    assert sorted(schema_keys(COMMITTED)) == sorted(schema_keys(params.SCHEMA))
+    assert sorted(yaml_keys(COMMITTED)) == sorted(SCHEMA_KEYS)
 
 
 def test_missing_keys_take_their_defaults():
@@ -82,7 +87,7 @@ def test_unknown_key_names_it_and_suggests_the_nearest(key, nearest):
 
 
 def test_unknown_key_with_nothing_near_lists_the_valid_keys():
-    assert f"unknown key 'evaluate.zzz'; valid keys here: {', '.join(params.SCHEMA['evaluate'])}" in error_of(
+    assert f"unknown key 'evaluate.zzz'; valid keys here: {', '.join(params.Evaluate.model_fields)}" in error_of(
         {"evaluate.zzz": 1})
 
 
@@ -103,11 +108,12 @@ def test_keras1_name_gives_the_modern_equivalent(key, value, modern):
     assert f"'{name}' is a Keras 1 name; use {modern}" in message
 
 
-def spec_of(key):
-    node = params.SCHEMA
-    for name in key.split("."):
-        node = node[name]
-    return node
+def field_of(key):
+    *sections, name = key.split(".")
+    model = params.Params
+    for section in sections:
+        model = params.section_of(model.model_fields[section])
+    return model.model_fields[name]
 
 
 @pytest.mark.parametrize("key, value, problem", [
@@ -122,7 +128,7 @@ def test_wrong_type_or_range_names_key_value_and_allowed_range(key, value, probl
     message = error_of({key: value})
     bad = value[-1] if isinstance(value, list) else value
     where = f"{key}.{len(value) - 1}" if isinstance(value, list) else key
-    allowed = params.Number(None, int, low=1).describe() if isinstance(value, list) else spec_of(key).describe()
+    allowed = "int >= 1" if isinstance(value, list) else params.allowed(field_of(key))
     assert f"{where}: {bad!r} {problem}; allowed: {allowed}" in message
 
 
@@ -131,8 +137,8 @@ def test_flag_must_be_true_or_false():
 
 
 @pytest.mark.parametrize("key, value, valid", [
-    ("train.optimizer", "adamax", spec_of("train.optimizer").choices),
-    ("train.schedule", "linear", spec_of("train.schedule").choices),
+    ("train.optimizer", "adamax", get_args(field_of("train.optimizer").annotation)),
+    ("train.schedule", "linear", get_args(field_of("train.schedule").annotation)),
     ("model.activation", "Relu", params.ACTIVATIONS),
     ("model.init", "xavier", params.INITIALIZERS),
     ("model.layers.3.activation", "swishy", params.ACTIVATIONS),
@@ -201,7 +207,7 @@ def test_rerun_stages_follow_params_then_outputs_downstream():
 
 
 def test_every_schema_key_reruns_at_least_the_stage_that_reads_it():
-    for key in schema_keys(params.SCHEMA):
+    for key in SCHEMA_KEYS:
         readers = [name for name, stage in DVC_STAGES.items()
                    if any(key == p or key.startswith(f"{p}.") for p in stage.get("params", []))]
         rerun = reference.rerun_stages(key, DVC_STAGES)
@@ -213,6 +219,138 @@ def test_docs_hold_the_generators_tables():
     generated = run(["python", "-m", "notmnist", "params", "--table"], REPO).stdout
     assert generated == reference.tables(REPO / "dvc.yaml")
     assert generated in (REPO / "docs/parameters.md").read_text()
+
+
+# ---- the file itself: what PyYAML accepts silently is refused ----
+
+def load_error(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    with pytest.raises(ParamsError) as caught:
+        params.load(path)
+    return str(caught.value)
+
+
+def test_duplicate_key_is_refused_naming_it_and_both_lines(tmp_path):
+    message = load_error(tmp_path, "seed: 1\nmodel:\n  dropout: 0.2\n  dropout: 0.3\n")
+    assert "params.yaml line 4: duplicate key 'dropout' (first on line 3)" in message
+    assert "duplicate key 'seed'" in load_error(tmp_path, "seed: 1\nthreads: 2\nseed: 3\n")
+    assert "duplicate key 'a'" in load_error(tmp_path, "model: {a: 1, a: 2}\n")  # one line, flow style
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n"])
+def test_empty_file_is_refused_with_the_way_back(tmp_path, text):
+    assert load_error(tmp_path, text).endswith("params.yaml is empty; copy the defaults from git: "
+                                               "git checkout params.yaml")
+
+
+def test_alias_bomb_is_refused_at_its_first_alias(tmp_path):
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]  # 14 lines: 10**13 strings once expanded
+    lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(13)]
+    assert len(lines) == 14
+    message = load_error(tmp_path, "\n".join(lines) + "\n")
+    assert "params.yaml line 2: YAML alias '*a' refused" in message
+
+
+def test_a_single_alias_is_refused_too(tmp_path):
+    text = (REPO / "params.yaml").read_text().replace("seed: 42", "seed: &s 42").replace("split_seed: 0", "split_seed: *s")
+    assert "YAML alias '*s' refused" in load_error(tmp_path, text)
+
+
+def test_oversized_and_deeply_nested_files_are_refused(tmp_path):
+    assert "is larger than 64 KiB" in load_error(tmp_path, "# padding\n" * 8000 + "seed: 1\n")
+    assert "nests deeper than YAML can be read" in load_error(tmp_path, "seed: " + "[" * 30000 + "]" * 30000)
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path):
+    message = load_error(tmp_path, "seed: 1\nmodel: [\n")
+    assert "params.yaml is not valid YAML" in message and "line 3" in message
+    assert "expected a mapping of keys, got 'hello'" in load_error(tmp_path, "hello\n")
+
+
+def test_committed_file_loads_to_what_validate_gives(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    assert params.load(tmp_path / "params.yaml") == validate(COMMITTED) == validate({})
+
+
+# ---- networks that cannot exist, or cannot fit in memory ----
+
+@pytest.mark.parametrize("architecture", ["cnn", "vgg"])
+def test_more_pooling_blocks_than_the_image_allows_are_refused(architecture):
+    message = error_of({"model.architecture": architecture, "model.filters": [8] * 5})
+    assert (f"model.filters: [8, 8, 8, 8, 8] pools the 28x28 image below 1x1 in {architecture} "
+            "(28 -> 14 -> 7 -> 3 -> 1 -> 0); use at most 4 items") in message
+    validate(with_values({"model.architecture": architecture, "model.filters": [8] * 4}))
+
+
+def test_resnet_pools_with_padding_same_so_any_depth_fits_and_lenet5_is_fixed():
+    validate(with_values({"model.architecture": "resnet", "model.filters": [8] * 8}))
+    validate(with_values({"model.architecture": "lenet5", "model.filters": [8] * 9}))
+
+
+@pytest.mark.parametrize("layers, problem", [
+    ([{"type": "MaxPooling2D", "pool_size": 28}, {"type": "MaxPooling2D"}],
+     "model.layers.1 (MaxPooling2D) cannot take an input of shape (1, 1, 1): its output would be 0x0"),
+    ([{"type": "Conv2D", "filters": 2, "kernel_size": 5, "strides": 5, "padding": "valid"},
+      {"type": "Conv2D", "filters": 2, "kernel_size": 7, "padding": "valid"}],
+     "model.layers.1 (Conv2D) cannot take an input of shape (5, 5, 2): its output would be -1x-1"),
+    ([{"type": "Flatten"}, {"type": "Conv2D", "filters": 2}],
+     "model.layers.1 (Conv2D) cannot take an input of shape (784,): it needs an image"),
+    ([{"type": "Dense", "units": 4}, {"type": "GlobalAveragePooling2D"}],
+     "model.layers.1 (GlobalAveragePooling2D) cannot take an input of shape (4,): it needs an image"),
+])
+def test_custom_layer_keras_would_refuse_is_named_by_arithmetic(layers, problem):
+    assert problem in error_of({"model.architecture": "custom", "model.layers": layers})
+
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"model.architecture": "mlp", "model.hidden_size": 65536, "model.hidden_layers": 2}, "model.hidden_size"),
+    ({"model.filters": [32, 64, 65536]}, "model.filters"),
+    ({"model.architecture": "custom", "model.layers": [{"type": "Dense", "units": 2**20}]}, "model.layers.0"),
+])
+def test_weights_beyond_half_the_memory_are_refused_naming_the_key_to_lower(monkeypatch, values, key):
+    monkeypatch.setattr(params, "memory_budget", lambda: 4 * GIB)
+    message = error_of(values)
+    assert f"{key}: the network has ~" in message and f"more than half of this machine's 8.0 GiB of memory; lower {key}" in message
+
+
+def test_activations_of_one_batch_beyond_half_the_memory_are_refused(monkeypatch):
+    monkeypatch.setattr(params, "memory_budget", lambda: GIB)
+    validate(COMMITTED)  # the default network trains in far less
+    message = error_of({"train.batch_size": 65536, "evaluate.batch_size": 65536})
+    assert "train.batch_size: 65536 images x " in message and "lower train.batch_size (or model.filters)" in message
+    assert "evaluate.batch_size: 65536 images x 25,088 activations" in message
+
+
+def test_ensemble_members_count_in_the_memory_estimate(monkeypatch):
+    wide = {"model.architecture": "mlp", "model.hidden_size": 16384}
+    rows, _ = params.network_shapes(params.preset_layers(validate(with_values(wide))["model"]))
+    monkeypatch.setattr(params, "memory_budget", lambda: 4 * sum(count for *_, count in rows) * 5)
+    validate(with_values({**wide, "train.ensemble": 2}))  # 5 copies: weights, gradients, 2 moments, the first member
+    assert "model.hidden_size: the network has" in error_of({**wide, "train.ensemble": 3})
+
+
+@pytest.mark.parametrize("model", [
+    {},
+    {"architecture": "mlp", "hidden_layers": 3, "batch_norm": False},
+    {"architecture": "vgg", "filters": [4, 8]},
+    {"architecture": "lenet5"},
+    {"architecture": "resnet", "filters": [4, 8, 8, 16, 16, 16]},
+    {"architecture": "custom", "layers": [
+        {"type": "Conv2D", "filters": 3, "kernel_size": 5, "strides": 2, "padding": "valid"},
+        {"type": "BatchNormalization"}, {"type": "PReLU"}, {"type": "MaxPooling2D", "pool_size": 3},
+        {"type": "Conv2D", "filters": 4}, {"type": "GlobalAveragePooling2D"}, {"type": "Dense", "units": 7}]},
+])
+def test_arithmetic_counts_the_parameters_keras_builds(model):
+    from notmnist.models import build_model
+
+    settings = validate({"model": model})["model"]
+    rows, problem = params.network_shapes(params.preset_layers(settings))
+    assert problem is None
+    assert sum(count for *_, count in rows) == build_model(settings).count_params()
 
 
 # ---- the same errors through `dvc exp run -S`, in a throw-away repository ----
@@ -268,7 +406,7 @@ def test_exp_run_changes_a_list_item_with_a_dotted_index(project):
     import keras
 
     result = run(["dvc", "exp", "run", "-S", "model.layers.0.filters=6"], project)
-    assert ran_stages(result.stdout) == ["train", "evaluate"]
+    assert ran_stages(result.stdout) == ["check", "train", "evaluate"]  # check: any edit of params.yaml
     assert yaml.safe_load((project / "params.yaml").read_text())["model"]["layers"][0]["filters"] == 6
     model = keras.saving.load_model(project / "models/model.keras")
     assert [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)] == [6]
@@ -282,7 +420,7 @@ def test_documented_baseline_line_trains_the_practicals_mlp_with_sgd(project):
     line = next(line for line in docs if line.startswith("dvc exp run -S model.architecture=mlp"))
     # the fixture's committed network is custom, so its layer list is emptied too
     result = run([*shlex.split(line), "-S", "model.layers=[]"], project)
-    assert ran_stages(result.stdout) == ["train", "evaluate"]
+    assert ran_stages(result.stdout) == ["check", "train", "evaluate"]  # check: any edit of params.yaml
     model = keras.saving.load_model(project / "models/model.keras")
     assert sum(int(weight.numpy().size) for weight in model.trainable_weights) == 118_282
     assert type(model.optimizer).__name__ == "SGD"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from helpers import make_project, ran_stages, real_members, run
+from helpers import REPO, UNDO, make_project, ran_stages, real_members, run
 
 pytestmark = pytest.mark.slow
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def project(tmp_path_factory, real_archive):
     repo = make_project(tmp_path_factory.mktemp("project"), real_members(per_class=30, archive=real_archive))
     first = run(["dvc", "repro"], repo)
-    assert ran_stages(first.stdout) == ["extract", "preprocess", "train", "evaluate"]
+    assert ran_stages(first.stdout) == ["check", "extract", "preprocess", "train", "evaluate"]
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], repo)
     return repo
@@ -36,7 +36,7 @@ def test_second_repro_runs_nothing(project):
 
 def test_exp_run_reruns_only_train_and_evaluate_and_metrics_diff_compares(project):
     result = run(["dvc", "exp", "run", "-S", "model.dropout=0.3"], project)
-    assert ran_stages(result.stdout) == ["train", "evaluate"]
+    assert ran_stages(result.stdout) == ["check", "train", "evaluate"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     dropouts = [exp["data"]["params"]["params.yaml"]["data"]["model"]["dropout"]
                 for commit in shown for exp in (commit.get("experiments") or []) for exp in exp["revs"]]
@@ -52,7 +52,7 @@ def test_exp_run_reruns_only_train_and_evaluate_and_metrics_diff_compares(projec
 ])
 def test_a_param_reruns_only_the_stages_that_read_it(project, key, value, stages):
     result = run(["dvc", "exp", "run", "-S", f"{key}={value}"], project)
-    assert ran_stages(result.stdout) == stages
+    assert ran_stages(result.stdout) == ["check", *stages]  # check's output bytes never change
 
 
 @pytest.mark.parametrize("override, message", [
@@ -63,15 +63,20 @@ def test_a_param_reruns_only_the_stages_that_read_it(project, key, value, stages
     ("train.optimizer=adamax", "train.optimizer: unknown value 'adamax'"),
     ("train.epochs=0", "train.epochs: 0 is out of range"),
 ])
-def test_bad_param_fails_before_training_and_writes_nothing(project, override, message):
+def test_bad_param_fails_before_any_output_is_removed(project, override, message):
     before = (project / "models/model.keras").read_bytes()
+    metrics = (project / "metrics/evaluate.json").read_bytes()
     result = run(["dvc", "exp", "run", "-S", override], project, check=False)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert "Epoch 1" not in result.stdout
-    # DVC removes a stage's old outputs before running it; the stage itself writes nothing
+    # the check stage fails first, before DVC removes any other stage's outputs
     model = project / "models/model.keras"
-    assert not model.exists() or model.read_bytes() == before
-    run(["git", "checkout", "params.yaml"], project)
-    run(["dvc", "checkout", "-q"], project)
+    assert model.read_bytes() == before and (project / "metrics/evaluate.json").read_bytes() == metrics
+    run(["bash", "-c", UNDO], project)  # the README's undo
     assert model.read_bytes() == before
+    assert "up to date" in run(["dvc", "status"], project).stdout
+
+
+def test_the_readme_gives_the_undo_the_tests_run():
+    assert UNDO in (REPO / "README.md").read_text()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, glyph_members, make_project, ran_stages, real_members, run, set_params, write_tar
+from helpers import REPO, UNDO, glyph_members, make_project, ran_stages, real_members, run, set_params, write_tar
 from notmnist import files
 from notmnist.runtime import PipelineError
 
@@ -27,7 +27,6 @@ slow = pytest.mark.slow
 PER_CLASS = 20
 STAGES = ("check", "extract", "preprocess", "train", "evaluate")
 # docs/guarantees.md, "Undo": back to the last commit after any failure
-UNDO = "touch params.yaml dvc.lock && git checkout HEAD -- params.yaml dvc.lock metrics && dvc checkout --force"
 UNSTABLE = {"metrics/timing.json"}  # wall-clock seconds: the one output that differs run to run
 
 
