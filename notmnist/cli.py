@@ -19,9 +19,12 @@ from notmnist.runtime import entry_point
 
 
 def add_params_parser(subparsers):
-    parser = subparsers.add_parser("params", help="check params.yaml, or print its reference tables",
-                                   description="Check a params file as every stage would (the default), "
-                                               "or print the reference tables of docs/parameters.md.")
+    parser = subparsers.add_parser(
+        "params",
+        help="check params.yaml, or print its reference tables",
+        description="Check a params file as every stage would (the default), "
+        "or print the reference tables of docs/parameters.md.",
+    )
     parser.add_argument("path", nargs="?", default="params.yaml")
     parser.add_argument("--check", action="store_true", help="check the file and exit (the default)")
     parser.add_argument("--table", action="store_true", help="print the reference tables (reads dvc.yaml)")
@@ -41,8 +44,9 @@ def run_params(args):
 
 
 def parser():
-    main_parser = argparse.ArgumentParser(prog="notmnist", description=__doc__,
-                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    main_parser = argparse.ArgumentParser(
+        prog="notmnist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     main_parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     subparsers = main_parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
     for module in (grade, predict, export, plots, compare, seeds):

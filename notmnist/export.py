@@ -80,8 +80,11 @@ def export_saved_model(model, path):
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serve", lambda x: model(x, training=False),
-                         input_signature=[keras.InputSpec(shape=(None, *IMAGE_SHAPE, 1), dtype="float32")])
+    archive.add_endpoint(
+        "serve",
+        lambda x: model(x, training=False),
+        input_signature=[keras.InputSpec(shape=(None, *IMAGE_SHAPE, 1), dtype="float32")],
+    )
     archive.write_out(str(path), verbose=False)
 
 
@@ -136,8 +139,10 @@ def agreement(runs, x):
     result = {}
     for name, run in runs.items():
         probabilities = run(x)
-        result[name] = {"same_top1": int(np.sum(probabilities.argmax(1) == reference.argmax(1))),
-                        "max_abs_difference": float(np.max(np.abs(probabilities - reference)))}
+        result[name] = {
+            "same_top1": int(np.sum(probabilities.argmax(1) == reference.argmax(1))),
+            "max_abs_difference": float(np.max(np.abs(probabilities - reference))),
+        }
     return result
 
 
@@ -159,12 +164,20 @@ def folder_bytes(path):
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("export", description=__doc__, help=__doc__.splitlines()[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "export",
+        description=__doc__,
+        help=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("model_path", type=Path)
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--check", type=Path, default=DEFAULT_CHECK,
-                        help=f"real glyphs to compare on: processed .npz, or archive/folder (default {DEFAULT_CHECK})")
+    parser.add_argument(
+        "--check",
+        type=Path,
+        default=DEFAULT_CHECK,
+        help=f"real glyphs to compare on: processed .npz, or archive/folder (default {DEFAULT_CHECK})",
+    )
     parser.add_argument("--check-images", type=int, default=CHECK_IMAGES)
     parser.add_argument("--calls", type=int, default=TIMED_CALLS, help="timed single-image calls per format")
     parser.set_defaults(run=run)
@@ -181,11 +194,16 @@ def check_arguments(args):
         raise PipelineError(f"{args.check} not found; run `dvc repro` or pass --check path/to/notMNIST_small.tar.gz")
     refuse_overwriting_inputs([args.model_path, args.check], [args.out_dir])
     check_writable(args.out_dir, folder=True)
-    others = sorted(path.name for path in args.out_dir.iterdir() if path.name not in EXPORT_FILES) \
-        if args.out_dir.is_dir() else []
+    others = (
+        sorted(path.name for path in args.out_dir.iterdir() if path.name not in EXPORT_FILES)
+        if args.out_dir.is_dir()
+        else []
+    )
     if others:
-        raise PipelineError(f"{args.out_dir} holds files that are not an export ({', '.join(others[:5])}), and an "
-                            "export replaces the whole folder: choose a new or empty folder")
+        raise PipelineError(
+            f"{args.out_dir} holds files that are not an export ({', '.join(others[:5])}), and an "
+            "export replaces the whole folder: choose a new or empty folder"
+        )
 
 
 def run(args):
@@ -202,20 +220,26 @@ def run(args):
         report = {
             "checked_images": int(len(x)),
             "check_source": str(args.check),
-            "bytes": {"keras": folder_bytes(args.model_path), "saved_model": folder_bytes(tmp / saved.name),
-                      "tflite": folder_bytes(tmp / tflite.name)},
+            "bytes": {
+                "keras": folder_bytes(args.model_path),
+                "saved_model": folder_bytes(tmp / saved.name),
+                "tflite": folder_bytes(tmp / tflite.name),
+            },
             "latency_ms_batch1_median": {name: latency_ms(run, x[:1], args.calls) for name, run in runs.items()},
             "agreement_with_keras": agree,
             "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         }
         print(f"{'format':<12} {'size':>10}  {'ms/image':>8}  same top-1")
         for name in runs:
-            print(f"{name:<12} {report['bytes'][name]:>10,}  {report['latency_ms_batch1_median'][name]:>8.3f}  "
-                  f"{agree[name]['same_top1']}/{len(x)}")
+            print(
+                f"{name:<12} {report['bytes'][name]:>10,}  {report['latency_ms_batch1_median'][name]:>8.3f}  "
+                f"{agree[name]['same_top1']}/{len(x)}"
+            )
         differing = [name for name in runs if agree[name]["same_top1"] != len(x)]
         if differing:
-            raise PipelineError(f"{', '.join(differing)} disagree with the Keras model on some of {len(x)} glyphs from "
-                                f"{args.check} (table above); nothing was written to {args.out_dir}")
+            raise PipelineError(
+                f"{', '.join(differing)} disagree with the Keras model on some of {len(x)} glyphs from "
+                f"{args.check} (table above); nothing was written to {args.out_dir}"
+            )
         write_json(tmp / "export.json", report)
     print(f"export: wrote {saved}/, {tflite} and export.json; all agree with Keras on {len(x)} real glyphs")
-

@@ -83,16 +83,20 @@ def check_writable(path, folder=False):
     folder (or the reverse), or whose nearest existing folder is a file or is not writable."""
     path = Path(path)
     if path.exists() and path.is_dir() != folder:
-        raise PipelineError(f"cannot write {path}: it is {'a folder' if path.is_dir() else 'a file'}, and this output "
-                            f"is {'a folder' if folder else 'a file'}; move it away, then rerun")
+        raise PipelineError(
+            f"cannot write {path}: it is {'a folder' if path.is_dir() else 'a file'}, and this output "
+            f"is {'a folder' if folder else 'a file'}; move it away, then rerun"
+        )
     existing = path if folder else path.parent
     while not existing.exists():  # the writers create missing folders; '.' always exists
         existing = existing.parent
     if not existing.is_dir():
         raise PipelineError(f"cannot write {path}: {existing} is a file, not a folder; move it away, then rerun")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise PipelineError(f"cannot write {path}: the folder {existing} is not writable; "
-                            f"fix its permissions (chmod u+w {existing}), then rerun")
+        raise PipelineError(
+            f"cannot write {path}: the folder {existing} is not writable; "
+            f"fix its permissions (chmod u+w {existing}), then rerun"
+        )
 
 
 def refuse_overwriting_inputs(inputs, outputs):
@@ -102,13 +106,17 @@ def refuse_overwriting_inputs(inputs, outputs):
         for source in map(Path, inputs):
             out, into = output.resolve(), source.resolve()
             if out == into:
-                raise PipelineError(f"{output} is also an input of this command; writing it would destroy the input: "
-                                    "choose another output path")
+                raise PipelineError(
+                    f"{output} is also an input of this command; writing it would destroy the input: "
+                    "choose another output path"
+                )
             if into in out.parents:
                 raise PipelineError(f"{output} lies inside the input folder {source}: choose an output outside it")
             if out in into.parents:
-                raise PipelineError(f"{output} holds the input {source}, and writing {output} would replace it: "
-                                    "choose another output folder")
+                raise PipelineError(
+                    f"{output} holds the input {source}, and writing {output} would replace it: "
+                    "choose another output folder"
+                )
 
 
 def params_fingerprint(path=PARAMS):
@@ -124,11 +132,13 @@ def refuse_changed_params(fingerprint, path=PARAMS):
     ran (a second `dvc exp run -S` rewrites it before it finds DVC's lock taken), so the outputs would
     not match the parameters DVC records. Save nothing."""
     if params_fingerprint(path) != fingerprint:
-        raise PipelineError(f"{path} changed while this stage ran (a second `dvc exp run` in this workspace, or an "
-                            "editor); nothing was saved, since the results would mix two sets of parameters. Run one "
-                            "experiment at a time in a workspace: queue the others with `dvc exp run --queue -S ...` "
-                            "and `dvc queue start`; restore the last good state with `touch params.yaml dvc.lock && "
-                            "git checkout HEAD -- params.yaml dvc.lock metrics && dvc checkout --force`")
+        raise PipelineError(
+            f"{path} changed while this stage ran (a second `dvc exp run` in this workspace, or an "
+            "editor); nothing was saved, since the results would mix two sets of parameters. Run one "
+            "experiment at a time in a workspace: queue the others with `dvc exp run --queue -S ...` "
+            "and `dvc queue start`; restore the last good state with `touch params.yaml dvc.lock && "
+            "git checkout HEAD -- params.yaml dvc.lock metrics && dvc checkout --force`"
+        )
 
 
 def fixed_zip_times(data: bytes, rewrite=lambda name, content: content) -> bytes:
@@ -152,7 +162,9 @@ def load_arrays(path, expect):
     except FileNotFoundError:
         raise PipelineError(f"{path} not found; run the stage that makes it (dvc repro)") from None
     except (ValueError, OSError, zipfile.BadZipFile) as error:
-        raise PipelineError(f"{path} is not a readable .npz without pickle ({error}); rerun the stage that makes it") from None
+        raise PipelineError(
+            f"{path} is not a readable .npz without pickle ({error}); rerun the stage that makes it"
+        ) from None
     for name, (dtype, ndim) in expect.items():
         if name not in arrays:
             raise PipelineError(f"{path}: array '{name}' is missing; rerun the stage that makes it")
@@ -162,15 +174,18 @@ def load_arrays(path, expect):
         if not same_type or array.ndim != ndim:
             raise PipelineError(
                 f"{path}: array '{name}' is {array.dtype}{list(array.shape)}, expected {np.dtype(dtype)} with {ndim} "
-                "dimensions; the file was edited or is from another version: rerun the stage that makes it")
+                "dimensions; the file was edited or is from another version: rerun the stage that makes it"
+            )
     return arrays
 
 
 def check_images_and_labels(path, images, labels):
     """Refuse images that are not (N, 28, 28[, 1]) or labels outside 0-9, naming the file."""
     if images.shape[1:3] != IMAGE_SHAPE or len(images) != len(labels):
-        raise PipelineError(f"{path}: images are {list(images.shape)} with {len(labels)} labels; "
-                            "expected (N, 28, 28[, 1]) and one label per image")
+        raise PipelineError(
+            f"{path}: images are {list(images.shape)} with {len(labels)} labels; "
+            "expected (N, 28, 28[, 1]) and one label per image"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise PipelineError(f"{path}: labels must be 0-9 (A-J); found {labels.min()}..{labels.max()}")
 
@@ -204,19 +219,24 @@ def check_model_file(path):
     if path.suffix == ".h5":  # a legacy HDF5 model: no zip, Keras reads it itself
         return
     if path.is_dir() or not zipfile.is_zipfile(path):
-        raise PipelineError(f"{path} is not a loadable Keras model: not a Keras model file (not a zip archive); "
-                            "give a .keras file saved by Keras 3, such as models/model.keras from `dvc repro`")
+        raise PipelineError(
+            f"{path} is not a loadable Keras model: not a Keras model file (not a zip archive); "
+            "give a .keras file saved by Keras 3, such as models/model.keras from `dvc repro`"
+        )
     try:
         with zipfile.ZipFile(path) as archive:
             config_bytes = archive.getinfo("config.json").file_size
     except KeyError:
-        raise PipelineError(f"{path} is not a loadable Keras model: a zip without config.json; "
-                            "give a .keras file saved by Keras 3") from None
+        raise PipelineError(
+            f"{path} is not a loadable Keras model: a zip without config.json; give a .keras file saved by Keras 3"
+        ) from None
     except (zipfile.BadZipFile, OSError) as error:
         raise PipelineError(f"{path} is not a loadable Keras model: {error}") from None
     if config_bytes > MAX_MODEL_CONFIG_BYTES:
-        raise PipelineError(f"{path}: its config.json is {config_bytes:,} bytes, over the {MAX_MODEL_CONFIG_BYTES:,} "
-                            "a model of this project needs (tens of KB); refusing to parse it")
+        raise PipelineError(
+            f"{path}: its config.json is {config_bytes:,} bytes, over the {MAX_MODEL_CONFIG_BYTES:,} "
+            "a model of this project needs (tens of KB); refusing to parse it"
+        )
 
 
 def load_model(path):
@@ -230,11 +250,15 @@ def load_model(path):
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except ValueError as error:
         if "lambda" in str(error).lower() or "safe_mode" in str(error):
-            raise PipelineError(f"{path} holds a Lambda layer (arbitrary code); refusing to load it in safe mode") from None
+            raise PipelineError(
+                f"{path} holds a Lambda layer (arbitrary code); refusing to load it in safe mode"
+            ) from None
         raise PipelineError(f"{path} is not a loadable Keras model: {error}") from None
     except (OSError, zipfile.BadZipFile) as error:
         raise PipelineError(f"{path} is not a loadable Keras model: {error}") from None
     if tuple(model.input_shape[1:]) != (*IMAGE_SHAPE, 1) or model.output_shape[-1] != NUM_CLASSES:
-        raise PipelineError(f"{path} takes {model.input_shape} and gives {model.output_shape}; "
-                            "expected input (None, 28, 28, 1) and 10 class outputs")
+        raise PipelineError(
+            f"{path} takes {model.input_shape} and gives {model.output_shape}; "
+            "expected input (None, 28, 28, 1) and 10 class outputs"
+        )
     return model

@@ -48,8 +48,20 @@ class BadGlyph(ValueError):
 
 
 # PNG (bit depth, colour type) -> the mode name Pillow would give it, for the skip reason
-PNG_MODES = {(8, 0): "L", (16, 0): "I;16", (8, 2): "RGB", (16, 2): "RGB;16", (8, 3): "P", (8, 4): "LA",
-             (16, 4): "LA;16", (8, 6): "RGBA", (16, 6): "RGBA;16", (1, 0): "1", (2, 0): "L;2", (4, 0): "L;4"}
+PNG_MODES = {
+    (8, 0): "L",
+    (16, 0): "I;16",
+    (8, 2): "RGB",
+    (16, 2): "RGB;16",
+    (8, 3): "P",
+    (8, 4): "LA",
+    (16, 4): "LA;16",
+    (8, 6): "RGBA",
+    (16, 6): "RGBA;16",
+    (1, 0): "1",
+    (2, 0): "L;2",
+    (4, 0): "L;4",
+}
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -118,8 +130,13 @@ def printable(name: str) -> str:
 
 
 LINKS, DEVICES = (tarfile.LNKTYPE, tarfile.SYMTYPE), (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
-EXTENSIONS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
-              tarfile.GNUTYPE_LONGLINK)
+EXTENSIONS = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
 KNOWN_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.DIRTYPE, *LINKS, *DEVICES, *EXTENSIONS)
 
 
@@ -147,11 +164,15 @@ def _header_class():
             if cls.headers > MAX_MEMBERS:
                 raise _Refused(f"more than {MAX_MEMBERS:,} members; this is not a notMNIST archive")
             if header.type not in KNOWN_TYPES:
-                raise _Refused(f"member '{name}' has tar type {header.type.decode(errors='replace')!r}, which a "
-                               "notMNIST archive never holds (only files and folders); refusing it")
+                raise _Refused(
+                    f"member '{name}' has tar type {header.type.decode(errors='replace')!r}, which a "
+                    "notMNIST archive never holds (only files and folders); refusing it"
+                )
             if header.type in EXTENSIONS and header.size > MAX_HEADER_BYTES:
-                raise _Refused(f"member '{name}' has a {header.size:,}-byte pax or GNU header, over the "
-                               f"{MAX_HEADER_BYTES:,}-byte cap; this is not a notMNIST archive")
+                raise _Refused(
+                    f"member '{name}' has a {header.size:,}-byte pax or GNU header, over the "
+                    f"{MAX_HEADER_BYTES:,}-byte cap; this is not a notMNIST archive"
+                )
             return header
 
         @classmethod
@@ -183,14 +204,20 @@ def _check_member(member, name):
     if member.type in DEVICES:
         raise _Refused(f"member '{name}' is a device or pipe; refusing an unsafe archive")
     if not member.pax_headers.get("size", "0").isdigit():
-        raise _Refused(f"member '{name}' has pax size={member.pax_headers['size']!r}, not a number; "
-                       "the archive is corrupt: download it again")
+        raise _Refused(
+            f"member '{name}' has pax size={member.pax_headers['size']!r}, not a number; "
+            "the archive is corrupt: download it again"
+        )
     if member.size > MAX_MEMBER_BYTES:
-        raise _Refused(f"member '{name}' is {member.size:,} bytes, over the {MAX_MEMBER_BYTES:,}-byte "
-                       "cap for one glyph; this is not a notMNIST archive (or is a decompression bomb)")
+        raise _Refused(
+            f"member '{name}' is {member.size:,} bytes, over the {MAX_MEMBER_BYTES:,}-byte "
+            "cap for one glyph; this is not a notMNIST archive (or is a decompression bomb)"
+        )
     if max(map(len, name.split("/"))) > MAX_NAME_CHARS:
-        raise _Refused(f"member '{name[:80]}...' has a name part over {MAX_NAME_CHARS} characters, "
-                       "which no common file system holds; this is not a notMNIST archive")
+        raise _Refused(
+            f"member '{name[:80]}...' has a name part over {MAX_NAME_CHARS} characters, "
+            "which no common file system holds; this is not a notMNIST archive"
+        )
 
 
 def _check_end(stream, last_name):
@@ -202,8 +229,10 @@ def _check_end(stream, last_name):
         if chunk.count(0) != len(chunk):
             raise _Unreadable("data after the end-of-archive marker")
         if trailing > MAX_TRAILING_BYTES:
-            raise _Refused(f"over {MAX_TRAILING_BYTES:,} bytes after the last tar member '{last_name}'; "
-                           "this is not a notMNIST archive")
+            raise _Refused(
+                f"over {MAX_TRAILING_BYTES:,} bytes after the last tar member '{last_name}'; "
+                "this is not a notMNIST archive"
+            )
     if trailing < tarfile.BLOCKSIZE:
         raise _Unreadable("no end-of-archive marker")
 
@@ -216,14 +245,19 @@ def _tar_members(source: Path, progress):
         if not magic:
             raise PipelineError(f"{source}: is empty (0 bytes); download it again")
         if magic != b"\x1f\x8b":
-            raise PipelineError(f"{source}: not a gzip-compressed tar archive (it starts with {magic!r}, not "
-                                "the gzip signature); give the .tar.gz as downloaded")
+            raise PipelineError(
+                f"{source}: not a gzip-compressed tar archive (it starts with {magic!r}, not "
+                "the gzip signature); give the .tar.gz as downloaded"
+            )
         raw.seek(0)
         last_name, header_class = None, _header_class()
         try:
-            with (gzip.GzipFile(fileobj=raw, mode="rb") as unzipped,
-                  tarfile.open(fileobj=unzipped, mode="r|", tarinfo=header_class, encoding="utf-8",
-                               errors="surrogateescape") as tar):
+            with (
+                gzip.GzipFile(fileobj=raw, mode="rb") as unzipped,
+                tarfile.open(
+                    fileobj=unzipped, mode="r|", tarinfo=header_class, encoding="utf-8", errors="surrogateescape"
+                ) as tar,
+            ):
                 for count, member in enumerate(tar):
                     tar.members.clear()  # tarfile keeps every header it read; nothing here needs them
                     if count % 256 == 0:
@@ -240,11 +274,13 @@ def _tar_members(source: Path, progress):
             raise PipelineError(f"{source}: {error}") from None
         except (_Unreadable, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
             if isinstance(error, _Unreadable) and not header_class.headers:
-                raise PipelineError(f"{source}: not a tar archive inside the gzip ({error}); give the notMNIST "
-                                    ".tar.gz as downloaded") from None
+                raise PipelineError(
+                    f"{source}: not a tar archive inside the gzip ({error}); give the notMNIST .tar.gz as downloaded"
+                ) from None
             after = f" after member '{last_name}'" if last_name else ""
-            raise PipelineError(f"{source}: the archive is truncated or corrupt ({error}{after}); "
-                                "download it again") from None
+            raise PipelineError(
+                f"{source}: the archive is truncated or corrupt ({error}{after}); download it again"
+            ) from None
         except OSError as error:
             raise PipelineError(f"{source}: cannot be read as tar.gz ({error})") from None
 
@@ -258,7 +294,9 @@ def _folder_members(source: Path, progress):
             raise PipelineError(f"{printable(str(path))}: is a link; notMNIST folders hold only files")
         if path.is_file():
             if path.stat().st_size > MAX_MEMBER_BYTES:
-                raise PipelineError(f"{printable(str(path))}: {path.stat().st_size:,} bytes is over the cap for one glyph")
+                raise PipelineError(
+                    f"{printable(str(path))}: {path.stat().st_size:,} bytes is over the cap for one glyph"
+                )
             name = printable(path.relative_to(source).as_posix())
             yield name, path.read_bytes() if letter_of(name) is not None else None
 
@@ -292,6 +330,7 @@ PARALLEL_MIN_BYTES = 32 << 20  # smaller sources decode faster in-process than a
 @dataclass
 class Decoded:
     """The decoded part of one chunk of members, in member order."""
+
     images: np.ndarray  # uint8 (n, 28, 28)
     labels: np.ndarray  # uint8 (n,)
     names: list
@@ -316,7 +355,7 @@ def decode_chunk(members) -> Decoded:
             continue
         labels.append(label)
         names.append(short)
-    return Decoded(images[:len(labels)].copy(), np.array(labels, dtype=np.uint8), names, skipped)
+    return Decoded(images[: len(labels)].copy(), np.array(labels, dtype=np.uint8), names, skipped)
 
 
 def chunked(items, size, max_bytes=None):
@@ -357,7 +396,9 @@ def decode_in_pool(chunks, workers):
 
 
 def source_bytes(source: Path):
-    return os.path.getsize(source) if source.is_file() else sum(p.stat().st_size for p in source.rglob("*") if p.is_file())
+    return (
+        os.path.getsize(source) if source.is_file() else sum(p.stat().st_size for p in source.rglob("*") if p.is_file())
+    )
 
 
 def read_glyphs(source, require_all_letters=True, show_progress=True, workers=None) -> Glyphs:
@@ -377,9 +418,11 @@ def read_glyphs(source, require_all_letters=True, show_progress=True, workers=No
     parts, skipped, reasons = [], [], Counter()
     try:
         for part in decode_in_pool(chunks, workers) if workers > 1 else map(decode_chunk, chunks):
-            skipped += part.skipped[:MAX_LISTED_SKIPS - len(skipped)]
-            reasons.update(s["reason"] if s["reason"] in reasons or len(reasons) < MAX_LISTED_SKIPS else "other reasons"
-                           for s in part.skipped)
+            skipped += part.skipped[: MAX_LISTED_SKIPS - len(skipped)]
+            reasons.update(
+                s["reason"] if s["reason"] in reasons or len(reasons) < MAX_LISTED_SKIPS else "other reasons"
+                for s in part.skipped
+            )
             part.skipped = None  # only the listed ones and the counts are kept
             parts.append(part)
     finally:
@@ -395,8 +438,9 @@ def assemble(parts, skipped, reasons, source, require_all_letters) -> Glyphs:
         raise nothing_usable(source, reasons)
     missing = sorted(set(LETTERS) - {LETTERS[i] for i in np.unique(labels)})
     if require_all_letters and missing:
-        raise PipelineError(f"{source}: letter folder(s) {', '.join(missing)} hold no readable image; "
-                            "every class A-J needs images")
+        raise PipelineError(
+            f"{source}: letter folder(s) {', '.join(missing)} hold no readable image; every class A-J needs images"
+        )
     images = np.concatenate([part.images for part in parts])
     parts.clear()  # drop the chunks' copies of the images
     if not np.all(names[:-1] <= names[1:]):  # archives are usually packed in order: then no second copy
@@ -413,14 +457,20 @@ def nothing_usable(source, reasons: Counter) -> PipelineError:
         return PipelineError(f"{source}: holds no files (an empty archive or folder); {expected}")
     if image_reasons:
         common = "; ".join(f"{n:,} x {reason}" for reason, n in image_reasons.most_common(3))
-        return PipelineError(f"{source}: none of the {image_reasons.total():,} files in letter folders A-J is a usable "
-                             f"glyph (most common reasons: {common}); the pipeline reads 8-bit grayscale 28x28 PNGs")
+        return PipelineError(
+            f"{source}: none of the {image_reasons.total():,} files in letter folders A-J is a usable "
+            f"glyph (most common reasons: {common}); the pipeline reads 8-bit grayscale 28x28 PNGs"
+        )
     if reasons[LOWER_CASE] and reasons[LOWER_CASE] >= reasons[NESTED]:
-        return PipelineError(f"{source}: no letter folders A-J, but {reasons[LOWER_CASE]:,} files in lower-case "
-                             "folders a-j; the folders are lower case: rename them A-J")
+        return PipelineError(
+            f"{source}: no letter folders A-J, but {reasons[LOWER_CASE]:,} files in lower-case "
+            "folders a-j; the folders are lower case: rename them A-J"
+        )
     if reasons[NESTED]:
-        return PipelineError(f"{source}: {reasons[NESTED]:,} files sit one folder too deep (like A/sub/x.png); move "
-                             f"them up into their letter folder: {expected}")
+        return PipelineError(
+            f"{source}: {reasons[NESTED]:,} files sit one folder too deep (like A/sub/x.png); move "
+            f"them up into their letter folder: {expected}"
+        )
     return PipelineError(f"{source}: no readable PNG under letter folders A-J; {expected}")
 
 

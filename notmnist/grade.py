@@ -42,8 +42,10 @@ def grade(model, glyphs, batch_size=BATCH_SIZE):
 
 def summary(report):
     """A few lines for people: overall numbers, then the worst letters by recall."""
-    lines = [f"grade: accuracy {report['accuracy']:.4f}, loss {report['loss']:.4f} on {report['images']} images "
-             f"({report['skipped']} skipped: undecodable or outside A-J)"]
+    lines = [
+        f"grade: accuracy {report['accuracy']:.4f}, loss {report['loss']:.4f} on {report['images']} images "
+        f"({report['skipped']} skipped: undecodable or outside A-J)"
+    ]
     present = [row for row in report["per_class"] if row["support"]]
     for row in sorted(present, key=lambda row: (row["recall"], row["letter"]))[:3]:
         lines.append(f"  lowest recall: {row['letter']} {row['recall']:.3f} ({row['support']} images)")
@@ -51,8 +53,9 @@ def summary(report):
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("grade", description=__doc__, help=__doc__.splitlines()[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "grade", description=__doc__, help=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model_path", type=Path)
     parser.add_argument("source", type=Path, help="tar.gz or folder in the notMNIST layout (<root>/A..J/*.png)")
     parser.add_argument("--out", type=Path, help="write the JSON report here (default: print it)")
@@ -70,8 +73,11 @@ def run(args):
         check_writable(args.out)
     glyphs = read_glyphs(args.source, require_all_letters=False)  # read first: a bad archive fails before TF loads
     quiet_tensorflow()
-    report = {"model": str(args.model_path), "source": str(args.source),
-              **grade(load_model(args.model_path), glyphs, args.batch_size)}
+    report = {
+        "model": str(args.model_path),
+        "source": str(args.source),
+        **grade(load_model(args.model_path), glyphs, args.batch_size),
+    }
     if args.out:
         write_json(args.out, report)
         print(summary(report) + f"\nwrote {args.out}")
@@ -79,4 +85,3 @@ def run(args):
         json.dump(report, sys.stdout, indent=2, sort_keys=True)
         print()
         print(summary(report), file=sys.stderr)
-

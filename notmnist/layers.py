@@ -21,8 +21,14 @@ class BatchNorm(keras.layers.BatchNormalization):
     """
 
     def _fused_applies(self, inputs, training, mask):
-        return (training and mask is None and not self.synchronized and len(inputs.shape) == 4
-                and self.axis in (-1, 3) and keras.backend.backend() == "tensorflow")
+        return (
+            training
+            and mask is None
+            and not self.synchronized
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and keras.backend.backend() == "tensorflow"
+        )
 
     def call(self, inputs, training=None, mask=None):
         if not self._fused_applies(inputs, training, mask):
@@ -33,8 +39,12 @@ class BatchNorm(keras.layers.BatchNormalization):
         scale = self.gamma if self.scale else tf.ones([channels])
         offset = self.beta if self.center else tf.zeros([channels])
         outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            tf.cast(inputs, "float32"), tf.cast(scale, "float32"), tf.cast(offset, "float32"),
-            epsilon=self.epsilon, is_training=True)
+            tf.cast(inputs, "float32"),
+            tf.cast(scale, "float32"),
+            tf.cast(offset, "float32"),
+            epsilon=self.epsilon,
+            is_training=True,
+        )
         # the kernel hands back the unbiased (n - 1) variance; Keras's moving average uses the biased one
         count = tf.cast(tf.size(inputs) // channels, "float32")
         variance = variance * (count - 1.0) / count

@@ -46,9 +46,18 @@ def mcnemar(a_right, b_right):
 
 def per_class(predicted, labels):
     precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=range(NUM_CLASSES), zero_division=0)
-    return [{"letter": LETTERS[i], "precision": round(float(precision[i]), 6), "recall": round(float(recall[i]), 6),
-             "f1": round(float(f1[i]), 6), "support": int(support[i])} for i in range(NUM_CLASSES)]
+        labels, predicted, labels=range(NUM_CLASSES), zero_division=0
+    )
+    return [
+        {
+            "letter": LETTERS[i],
+            "precision": round(float(precision[i]), 6),
+            "recall": round(float(recall[i]), 6),
+            "f1": round(float(f1[i]), 6),
+            "support": int(support[i]),
+        }
+        for i in range(NUM_CLASSES)
+    ]
 
 
 def confusion(predicted, labels):
@@ -69,8 +78,10 @@ def predict(model, x, batch_size, tta=0, augment=None, seed=0):
     if not tta:
         return probabilities
     if not any(augment.values()):
-        raise PipelineError(f"evaluate.tta is {tta} but every model.augment value is 0, so each copy would be the "
-                            "image itself; set a model.augment shift, rotation or zoom, or evaluate.tta: 0")
+        raise PipelineError(
+            f"evaluate.tta is {tta} but every model.augment value is 0, so each copy would be the "
+            "image itself; set a model.augment shift, rotation or zoom, or evaluate.tta: 0"
+        )
     import keras
 
     from notmnist.models import augmentation
@@ -79,7 +90,11 @@ def predict(model, x, batch_size, tta=0, augment=None, seed=0):
     inputs = keras.Input(x.shape[1:])
     transform = keras.Model(inputs, augmentation(inputs, augment))
     for _ in range(tta):
-        copies = np.concatenate([keras.ops.convert_to_numpy(transform(x[start:start + batch_size], training=True))
-                                 for start in range(0, len(x), batch_size)])
+        copies = np.concatenate(
+            [
+                keras.ops.convert_to_numpy(transform(x[start : start + batch_size], training=True))
+                for start in range(0, len(x), batch_size)
+            ]
+        )
         probabilities += model.predict(copies, batch_size=batch_size, verbose=0)
     return probabilities / (tta + 1)

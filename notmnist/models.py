@@ -131,9 +131,11 @@ def custom(x, model):
         try:
             x = custom_layer(x, spec, model)
         except ValueError as error:  # e.g. pooling an image that is already 1x1
-            raise PipelineError(f"model.layers.{i} ({spec['type']}) cannot take an input of shape "
-                                f"{tuple(x.shape[1:])}: {_keras_reason(error)}; use fewer pooling layers or "
-                                f"strides, or padding: same") from None
+            raise PipelineError(
+                f"model.layers.{i} ({spec['type']}) cannot take an input of shape "
+                f"{tuple(x.shape[1:])}: {_keras_reason(error)}; use fewer pooling layers or "
+                f"strides, or padding: same"
+            ) from None
     return layers.Flatten()(x) if len(x.shape) > 2 else x
 
 
@@ -222,7 +224,9 @@ def save_model(model, path):
                 meta["date_saved"] = "1980-01-01@00:00:00"
                 return json.dumps(meta, sort_keys=True).encode()
             if name == "config.json":  # ids come from Python's id(): renumber in order of appearance
-                return _SHARED_ID.sub(lambda m: b'"shared_object_id": %d' % ids.setdefault(m.group(), len(ids)), content)
+                return _SHARED_ID.sub(
+                    lambda m: b'"shared_object_id": %d' % ids.setdefault(m.group(), len(ids)), content
+                )
             return content
 
         tmp.write_bytes(fixed_zip_times(tmp.read_bytes(), rewrite))

@@ -40,10 +40,23 @@ def _as_number(kind, value):
 Int = Annotated[int, BeforeValidator(partial(_as_number, int))]
 Float = Annotated[float, BeforeValidator(partial(_as_number, float))]
 Flag = Annotated[bool, Strict()]
-ActivationName = Literal["linear", "sigmoid", "tanh", "relu", "softmax", "leaky_relu", "prelu", "elu", "selu",
-                         "gelu", "swish"]
-Initializer = Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
-                      "random_normal", "random_uniform", "truncated_normal", "orthogonal", "zeros", "ones"]
+ActivationName = Literal[
+    "linear", "sigmoid", "tanh", "relu", "softmax", "leaky_relu", "prelu", "elu", "selu", "gelu", "swish"
+]
+Initializer = Literal[
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+    "random_normal",
+    "random_uniform",
+    "truncated_normal",
+    "orthogonal",
+    "zeros",
+    "ones",
+]
 ACTIVATIONS, INITIALIZERS = get_args(ActivationName), get_args(Initializer)
 
 
@@ -78,8 +91,9 @@ _LAYER_KEYS = {
     "PReLU": {},
     "ELU": {"alpha": (Float, Field(1.0, ge=0, description="scale below zero"))},
 }
-LAYERS = {kind: create_model(kind, __base__=_Strict, type=(Literal[kind], ...), **keys)
-          for kind, keys in _LAYER_KEYS.items()}
+LAYERS = {
+    kind: create_model(kind, __base__=_Strict, type=(Literal[kind], ...), **keys) for kind, keys in _LAYER_KEYS.items()
+}
 Layer = Annotated[Union[tuple(LAYERS.values())], Field(discriminator="type")]  # noqa: UP007 (a tuple)
 
 
@@ -87,34 +101,40 @@ class Data(_Strict):
     val_fraction: Float = Field(0.1, gt=0, le=0.5, description="share of images for validation")
     test_fraction: Float = Field(0.1, gt=0, le=0.5, description="share of images held out for test")
     split_seed: Int = Field(0, ge=0, le=2**31 - 1, description="seed of the train/val/test split")
-    group_by_font: Flag = Field(False, description="keep all letters of a font in one split: val/test then "
-                                                   "measure unseen fonts")
+    group_by_font: Flag = Field(
+        False, description="keep all letters of a font in one split: val/test then measure unseen fonts"
+    )
 
 
 class Augment(_Strict):
     shift: Float = Field(0.1, ge=0, le=0.5, description="random shift, fraction of the side, 0: off")
     rotation: Float = Field(8.0, ge=0, le=45, description="random rotation in degrees, 0: off")
     zoom: Float = Field(0.1, ge=0, le=0.5, description="random zoom, fraction, 0: off")
-    erasing: Float = Field(0.0, ge=0, le=1, description="probability of erasing a random rectangle of each "
-                                                        "training image, 0: off")
+    erasing: Float = Field(
+        0.0, ge=0, le=1, description="probability of erasing a random rectangle of each training image, 0: off"
+    )
 
 
 class Model(_Strict):
     architecture: Literal["mlp", "cnn", "vgg", "lenet5", "resnet", "custom"] = Field(
-        "cnn", description="network preset, or custom (built from model.layers)")
+        "cnn", description="network preset, or custom (built from model.layers)"
+    )
     hidden_size: Int = Field(128, ge=1, le=65536, description="width of the Dense hidden layers (mlp, cnn, vgg)")
     hidden_layers: Int = Field(2, ge=0, le=16, description="number of Dense hidden layers (mlp)")
     filters: list[Annotated[Int, Field(ge=1)]] = Field(
-        [32, 64, 128], min_length=1, description="filters per conv block, one block per item (cnn, vgg); "
-                                                 "resnet: the stem's, then one pooled residual stage per item")
+        [32, 64, 128],
+        min_length=1,
+        description="filters per conv block, one block per item (cnn, vgg); "
+        "resnet: the stem's, then one pooled residual stage per item",
+    )
     convs_per_block: Int = Field(2, ge=1, le=4, description="Conv2D layers per block (cnn)")
     activation: ActivationName = Field("relu", description="hidden-layer activation (presets)")
-    dropout: Float = Field(0.1, ge=0, lt=1, description="dropout rate after each block or hidden layer, 0: none "
-                                                        "(presets)")
+    dropout: Float = Field(
+        0.1, ge=0, lt=1, description="dropout rate after each block or hidden layer, 0: none (presets)"
+    )
     batch_norm: Flag = Field(True, description="BatchNormalization before each hidden activation (presets)")
     l2: Float = Field(0.0, ge=0, le=1, description="L2 penalty on every kernel and bias (a layer's own value wins)")
-    init: Initializer = Field("he_normal", description="kernel initialiser of every layer (a layer's own value "
-                                                       "wins)")
+    init: Initializer = Field("he_normal", description="kernel initialiser of every layer (a layer's own value wins)")
     augment: Augment = Augment()
     layers: list[Layer] = Field([], description="the custom network's hidden layers (architecture: custom)")
 
@@ -124,34 +144,58 @@ class Train(_Strict):
     learning_rate: Float = Field(0.001, gt=0, le=10, description="initial (one_cycle: peak) learning rate")
     momentum: Float = Field(0.0, ge=0, le=1, description="momentum (sgd, rmsprop)")
     nesterov: Flag = Field(False, description="Nesterov momentum (sgd)")
-    weight_decay: Float = Field(0.0, ge=0, description="decoupled weight decay: each step takes learning_rate x "
-                                "weight_decay x each weight off it (adamw; the others too), e.g. 5e-4; 0: off")
+    weight_decay: Float = Field(
+        0.0,
+        ge=0,
+        description="decoupled weight decay: each step takes learning_rate x "
+        "weight_decay x each weight off it (adamw; the others too), e.g. 5e-4; 0: off",
+    )
     schedule: Literal["constant", "step", "exponential", "cosine", "plateau", "one_cycle"] = Field(
-        "cosine", description="learning-rate schedule")
-    decay_rate: Float = Field(0.5, gt=0, le=1, description="learning-rate factor per decay (step, exponential, "
-                                                           "plateau)")
+        "cosine", description="learning-rate schedule"
+    )
+    decay_rate: Float = Field(
+        0.5, gt=0, le=1, description="learning-rate factor per decay (step, exponential, plateau)"
+    )
     decay_epochs: Int = Field(5, ge=1, description="epochs per decay (step, exponential); patience (plateau)")
     batch_size: Int = Field(128, ge=1, le=65536, description="images per step")
     epochs: Int = Field(30, ge=1, le=10000, description="passes over the training split")
     label_smoothing: Float = Field(0.0, ge=0, le=0.5, description="label smoothing of the loss")
-    mixup: Float = Field(0.0, ge=0, le=1, description="mixup alpha: train on blends of two images and their "
-                                                      "labels; 0: off")
-    cutmix: Float = Field(0.0, ge=0, le=1, description="cutmix alpha: paste a patch of another image, labels "
-                                                       "mixed by area; 0: off")
-    weight_averaging: Float = Field(0.0, ge=0, lt=1, description="momentum of an exponential moving average of "
-                                    "the weights, which the saved model keeps (e.g. 0.999); 0: off")
+    mixup: Float = Field(
+        0.0, ge=0, le=1, description="mixup alpha: train on blends of two images and their labels; 0: off"
+    )
+    cutmix: Float = Field(
+        0.0, ge=0, le=1, description="cutmix alpha: paste a patch of another image, labels mixed by area; 0: off"
+    )
+    weight_averaging: Float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="momentum of an exponential moving average of "
+        "the weights, which the saved model keeps (e.g. 0.999); 0: off",
+    )
     early_stopping: Int = Field(0, ge=0, description="patience in epochs on val loss, best weights restored; 0: off")
-    ensemble: Int = Field(1, ge=1, le=16, description="members trained with seeds seed, seed+1, ..., saved as one "
-                                                      "model averaging their probabilities; 1: a single model")
+    ensemble: Int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="members trained with seeds seed, seed+1, ..., saved as one "
+        "model averaging their probabilities; 1: a single model",
+    )
     precision: Literal["float32", "mixed_bfloat16"] = Field("float32", description="compute precision")
     distribute: Literal["none", "mirrored", "multi_worker"] = Field(
-        "none", description="tf.distribute strategy: mirrored (GPUs of one host), multi_worker (hosts, TF_CONFIG)")
+        "none", description="tf.distribute strategy: mirrored (GPUs of one host), multi_worker (hosts, TF_CONFIG)"
+    )
 
 
 class Evaluate(_Strict):
     batch_size: Int = Field(512, ge=1, le=65536, description="images per inference batch")
-    tta: Int = Field(0, ge=0, le=64, description="test-time augmentation: average over the image and this many "
-                                                 "copies transformed as model.augment does (seeded); 0: off")
+    tta: Int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="test-time augmentation: average over the image and this many "
+        "copies transformed as model.augment does (seeded); 0: off",
+    )
 
 
 class Params(_Strict):
@@ -167,11 +211,20 @@ SCHEMA = Params.model_fields  # the top level: SCHEMA["threads"].default
 
 # Keras 1 names from the practical's text -> the name to use instead.
 KERAS1_NAMES = {
-    "nb_epoch": "train.epochs", "lr": "train.learning_rate", "border_mode": "padding",
-    "W_regularizer": "kernel_l2 (or model.l2)", "b_regularizer": "bias_l2 (or model.l2)",
-    "nb_filter": "filters", "nb_row": "kernel_size", "nb_col": "kernel_size", "subsample": "strides",
-    "output_dim": "units", "p": "rate", "Convolution2D": "Conv2D",
-    "init": "kernel_initializer (or model.init)", "alpha": "negative_slope (LeakyReLU)",
+    "nb_epoch": "train.epochs",
+    "lr": "train.learning_rate",
+    "border_mode": "padding",
+    "W_regularizer": "kernel_l2 (or model.l2)",
+    "b_regularizer": "bias_l2 (or model.l2)",
+    "nb_filter": "filters",
+    "nb_row": "kernel_size",
+    "nb_col": "kernel_size",
+    "subsample": "strides",
+    "output_dim": "units",
+    "p": "rate",
+    "Convolution2D": "Conv2D",
+    "init": "kernel_initializer (or model.init)",
+    "alpha": "negative_slope (LeakyReLU)",
 }
 
 
@@ -190,8 +243,12 @@ def allowed(field):
     if kind is bool or get_origin(kind) is Literal:
         return "true or false" if kind is bool else "one of " + ", ".join(get_args(kind))
     signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}  # lower bounds first
-    limits = [f"{sign} {getattr(rule, name)}" for name, sign in signs.items() for rule in field.metadata
-              if hasattr(rule, name)]
+    limits = [
+        f"{sign} {getattr(rule, name)}"
+        for name, sign in signs.items()
+        for rule in field.metadata
+        if hasattr(rule, name)
+    ]
     return " and ".join([f"{kind.__name__} {limits[0]}" if limits else kind.__name__, *limits[1:]])
 
 
@@ -272,11 +329,15 @@ def validate(raw):
     for layer in model["layers"]:  # model-wide defaults of kernel_initializer, kernel_l2, bias_l2
         layer.update({k: model[v.removeprefix("model.")] for k, v in layer.items() if v in ("model.init", "model.l2")})
     if model["architecture"] == "custom" and not model["layers"]:
-        errors.append("model.layers: model.architecture is custom, so list its layers, "
-                      "e.g. [{type: Flatten}, {type: Dense, units: 128, activation: relu}]")
+        errors.append(
+            "model.layers: model.architecture is custom, so list its layers, "
+            "e.g. [{type: Flatten}, {type: Dense, units: 128, activation: relu}]"
+        )
     elif model["architecture"] != "custom" and model["layers"]:
-        errors.append(f"model.layers: a layer list is only used with model.architecture: custom "
-                      f"(now {model['architecture']}); set it to custom, or model.layers to []")
+        errors.append(
+            f"model.layers: a layer list is only used with model.architecture: custom "
+            f"(now {model['architecture']}); set it to custom, or model.layers to []"
+        )
     if data["val_fraction"] + data["test_fraction"] >= 0.9:
         errors.append("data.val_fraction + data.test_fraction must be below 0.9, to leave images to train on")
     if not errors:
@@ -287,6 +348,7 @@ def validate(raw):
 
 
 # ---- the network by arithmetic: the image stays at least 1x1, weights and activations fit in memory ----
+
 
 def preset_layers(model):
     """The network's hidden layers in model.layers' vocabulary, each with the key that sets it: what
@@ -301,21 +363,32 @@ def preset_layers(model):
         return [{"type": "Conv2D", "filters": filters, **layer}, *norm]
 
     def dense(widths):
-        return [{"type": "Flatten"}] + [part for units in widths for part in ({"type": "Dense", "units": units},
-                                                                             *norm, *drop)]
+        return [{"type": "Flatten"}] + [
+            part for units in widths for part in ({"type": "Dense", "units": units}, *norm, *drop)
+        ]
 
     if architecture == "mlp":
         keyed = {"model.hidden_size": dense([width] * model["hidden_layers"])}
     elif architecture in ("cnn", "vgg"):
         convs, hidden = (model["convs_per_block"], 1) if architecture == "cnn" else (3, 2)
-        keyed = {"model.filters": [part for f in filters for part in conv(f) * convs + pool + drop],
-                 "model.hidden_size": dense([width] * hidden)}
+        keyed = {
+            "model.filters": [part for f in filters for part in conv(f) * convs + pool + drop],
+            "model.hidden_size": dense([width] * hidden),
+        }
     elif architecture == "lenet5":
-        keyed = {"model.architecture": conv(6, kernel_size=5) + pool + conv(16, kernel_size=5, padding="valid")
-                 + pool + dense([120, 84])}
+        keyed = {
+            "model.architecture": conv(6, kernel_size=5)
+            + pool
+            + conv(16, kernel_size=5, padding="valid")
+            + pool
+            + dense([120, 84])
+        }
     else:  # resnet: a stem, then per further item a unit, 2x2 pooling (padding same) and a residual pair
-        stages = [part for f in filters[1:] for part in conv(f) + [{"type": "MaxPooling2D", "padding": "same"}]
-                  + conv(f) * 2 + [{"type": "Add"}]]
+        stages = [
+            part
+            for f in filters[1:]
+            for part in conv(f) + [{"type": "MaxPooling2D", "padding": "same"}] + conv(f) * 2 + [{"type": "Add"}]
+        ]
         keyed = {"model.filters": conv(filters[0]) + stages + [{"type": "GlobalAveragePooling2D"}, *drop]}
     return [(key, layer) for key, layers in keyed.items() for layer in layers]
 
@@ -344,8 +417,12 @@ def network_shapes(layers):
         elif kind in ("BatchNormalization", "PReLU"):
             weights = (4 if kind == "BatchNormalization" else 1) * shape[-1]
         if shape[0] < 1:
-            return rows, (key, layer, before, f"its output would be {shape[0]}x{shape[0]}; use fewer pooling "
-                                              "layers or strides, or padding: same")
+            return rows, (
+                key,
+                layer,
+                before,
+                f"its output would be {shape[0]}x{shape[0]}; use fewer pooling layers or strides, or padding: same",
+            )
         rows.append((key or rows[-1][0], shape, weights))  # the output layer is as large as what feeds it
     return rows, None
 
@@ -364,8 +441,10 @@ def _network_errors(params):
         sides = [28]
         while sides[-1]:
             sides.append(sides[-1] // 2)
-        return [f"model.filters: {model['filters']} pools the 28x28 image below 1x1 in {model['architecture']} "
-                f"({' -> '.join(map(str, sides))}); use at most {len(sides) - 2} items"]
+        return [
+            f"model.filters: {model['filters']} pools the 28x28 image below 1x1 in {model['architecture']} "
+            f"({' -> '.join(map(str, sides))}); use at most {len(sides) - 2} items"
+        ]
     if problem:
         key, layer, shape, why = problem
         return [f"{key} ({layer['type']}) cannot take an input of shape {shape}: {why}"]
@@ -376,16 +455,22 @@ def _network_errors(params):
     memory = f"more than half of this machine's {2 * budget / 2**30:.1f} GiB of memory"
     if count * 4 * copies > budget:
         key = max(weights_of, key=weights_of.get)
-        errors.append(f"{key}: the network has ~{count:,} parameters; their weights and optimiser state ({copies} "
-                      f"copies of 4 bytes) need {count * 4 * copies / 2**30:.1f} GiB, {memory}; lower {key}")
+        errors.append(
+            f"{key}: the network has ~{count:,} parameters; their weights and optimiser state ({copies} "
+            f"copies of 4 bytes) need {count * 4 * copies / 2**30:.1f} GiB, {memory}; lower {key}"
+        )
     sizes = sorted((math.prod(shape), key) for key, shape, _ in rows)
-    for stage, floats, held in (("train", sum(size for size, _ in sizes), "every layer's values and gradients"),
-                                ("evaluate", sizes[-1][0], "the largest layer's input and output")):
+    for stage, floats, held in (
+        ("train", sum(size for size, _ in sizes), "every layer's values and gradients"),
+        ("evaluate", sizes[-1][0], "the largest layer's input and output"),
+    ):
         batch = params[stage]["batch_size"]
         if batch * floats * 8 > budget:
-            errors.append(f"{stage}.batch_size: {batch} images x {floats:,} activations ({held}, 4 bytes each) "
-                          f"need {batch * floats * 8 / 2**30:.1f} GiB, {memory}; lower {stage}.batch_size "
-                          f"(or {sizes[-1][1]})")
+            errors.append(
+                f"{stage}.batch_size: {batch} images x {floats:,} activations ({held}, 4 bytes each) "
+                f"need {batch * floats * 8 / 2**30:.1f} GiB, {memory}; lower {stage}.batch_size "
+                f"(or {sizes[-1][1]})"
+            )
     return errors
 
 
@@ -401,8 +486,10 @@ class _StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise ParamsError(f"{self.name} line {event.start_mark.line + 1}: YAML alias '*{event.anchor}' refused "
-                              "(aliases can expand without bound); write the values out")
+            raise ParamsError(
+                f"{self.name} line {event.start_mark.line + 1}: YAML alias '*{event.anchor}' refused "
+                "(aliases can expand without bound); write the values out"
+            )
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
@@ -410,8 +497,10 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
             if isinstance(key, str | int | float) and key in first_line:
-                raise ParamsError(f"{self.name} line {line}: duplicate key '{key}' (first on line {first_line[key]}); "
-                                  "PyYAML would keep the last silently and DVC refuses the file: keep one")
+                raise ParamsError(
+                    f"{self.name} line {line}: duplicate key '{key}' (first on line {first_line[key]}); "
+                    "PyYAML would keep the last silently and DVC refuses the file: keep one"
+                )
             first_line[key] = line
         return super().construct_mapping(node, deep)
 
@@ -424,8 +513,10 @@ def load(path="params.yaml"):
     except OSError as error:
         raise ParamsError(f"{path}: {error.strerror}; run from the repository root") from None
     if len(text) > MAX_BYTES:
-        raise ParamsError(f"{path} is larger than {MAX_BYTES // 1024} KiB (the committed one is about 1 KiB); "
-                          "copy the defaults from git: git checkout params.yaml")
+        raise ParamsError(
+            f"{path} is larger than {MAX_BYTES // 1024} KiB (the committed one is about 1 KiB); "
+            "copy the defaults from git: git checkout params.yaml"
+        )
     loader = _StrictLoader(text)
     loader.name = str(path)  # named in the marks of YAML errors
     try:

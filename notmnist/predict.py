@@ -16,16 +16,15 @@ that letter and a summary line counts the agreements.
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from notmnist.runtime import PipelineError, quiet_tensorflow
 from notmnist.files import IMAGE_SHAPE, LETTERS, load_model
 from notmnist.glyphs import BadGlyph, decode_png, letter_of, looks_inverted, read_glyphs
+from notmnist.runtime import PipelineError, quiet_tensorflow
 from notmnist.split import scale
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -87,8 +86,11 @@ def collect(paths, strict):
                 add(f"{path}:{name}", image, int(label))
             refused += [{"image": f"{path}:{s['name']}", "reason": s["reason"]} for s in glyphs.skipped]
         else:
-            files = [path] if path.is_file() else sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = (
+                [path]
+                if path.is_file()
+                else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            )
             if path.is_dir() and not files:
                 refused.append({"image": str(path), "reason": "folder holds no image files"})
             for file in files:
@@ -104,16 +106,20 @@ def collect(paths, strict):
 def top_letters(probabilities, top=TOP):
     """Per image: [{"letter", "probability"}] of the `top` likeliest letters, likeliest first."""
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
-    return [[{"letter": LETTERS[i], "probability": round(float(row[i]), 4)} for i in picks]
-            for row, picks in zip(probabilities, order)]
+    return [
+        [{"letter": LETTERS[i], "probability": round(float(row[i]), 4)} for i in picks]
+        for row, picks in zip(probabilities, order)
+    ]
 
 
 def predictions(model, images, items, invert=False, batch_size=BATCH_SIZE):
     """One result dict per image: letter, probability, top 3, plus what `collect` knew."""
     pixels = 255 - images if invert else images
     probabilities = model.predict(scale(pixels), batch_size=batch_size, verbose=0)
-    return [{**item, "letter": top[0]["letter"], "probability": top[0]["probability"], "top3": top}
-            for item, top in zip(items, top_letters(probabilities))]
+    return [
+        {**item, "letter": top[0]["letter"], "probability": top[0]["probability"], "top3": top}
+        for item, top in zip(items, top_letters(probabilities))
+    ]
 
 
 def table(results):
@@ -135,8 +141,12 @@ def folder_agreement(results):
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("predict", description=__doc__, help=__doc__.splitlines()[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "predict",
+        description=__doc__,
+        help=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("model_path", type=Path)
     parser.add_argument("inputs", nargs="+", help="PNG files, folders or notMNIST-layout tar.gz archives")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line, instead of a table")
@@ -151,8 +161,10 @@ def run(args):
     sys.stdout.reconfigure(errors="backslashreplace")  # file names of any encoding print on any terminal
     images, items, refused = collect(args.inputs, args.strict)
     if not args.invert and looks_inverted(images):
-        print("hint: most inputs are dark glyphs on a light ground; the model reads light on dark: "
-              "add --invert", file=sys.stderr)
+        print(
+            "hint: most inputs are dark glyphs on a light ground; the model reads light on dark: add --invert",
+            file=sys.stderr,
+        )
     for skip in refused:
         print(f"skipped {skip['image']}: {skip['reason']}", file=sys.stderr)
     if not items:
@@ -172,4 +184,3 @@ def run(args):
         print(agreement, file=sys.stderr)
     if refused:
         raise SystemExit(1)  # some inputs were not predicted: let scripts notice
-

@@ -22,6 +22,7 @@ def reference_rows(model=Params, prefix=""):
 def rerun_stages(key, stages):
     """Stages of dvc.yaml's `stages` that rerun when `key` changes: those whose params list names
     it (or a section above it), then every stage downstream of them, in dvc.yaml order."""
+
     def reads(stage):
         names = [p for p in stage.get("params", []) if isinstance(p, str)]
         names += [k for p in stage.get("params", []) if isinstance(p, dict) for k in p.get("params.yaml", [])]
@@ -32,10 +33,17 @@ def rerun_stages(key, stages):
 
     rerun = []
     for name, stage in stages.items():
-        outs = [out for upstream in rerun for kind in ("outs", "metrics", "plots")
-                for out in paths(stages[upstream].get(kind, []))]
-        feeds = any(_same_or_inside(dep, out) or _same_or_inside(out, dep)
-                    for dep in paths(stage.get("deps", [])) for out in outs)
+        outs = [
+            out
+            for upstream in rerun
+            for kind in ("outs", "metrics", "plots")
+            for out in paths(stages[upstream].get(kind, []))
+        ]
+        feeds = any(
+            _same_or_inside(dep, out) or _same_or_inside(out, dep)
+            for dep in paths(stage.get("deps", []))
+            for out in outs
+        )
         if reads(stage) or feeds:
             rerun.append(name)
     return rerun
@@ -59,8 +67,10 @@ def tables(dvc_yaml="dvc.yaml"):
         stages = yaml.safe_load(file)["stages"]
     lines = ["| parameter | default | allowed | meaning | reruns |", "|---|---|---|---|---|"]
     for key, default, accepts, meaning in reference_rows():
-        lines.append(f"| `{key}` | {_cell(default)} | {accepts} | {meaning} | "
-                     f"{', '.join(rerun_stages(key, stages)) or 'nothing'} |")
+        lines.append(
+            f"| `{key}` | {_cell(default)} | {accepts} | {meaning} | "
+            f"{', '.join(rerun_stages(key, stages)) or 'nothing'} |"
+        )
     lines += ["", "| layer `type` | key | default | allowed | meaning |", "|---|---|---|---|---|"]
     for kind, layer in LAYERS.items():
         if len(layer.model_fields) == 1:

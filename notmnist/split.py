@@ -80,11 +80,15 @@ def split_plan(images, labels, names, data):
     dropped = conflicting(keys, labels)
     keep = ~dropped
     if not keep.any():
-        raise PipelineError(f"all {len(keep)} images were dropped: each one's exact pixels also appear under another "
-                            "letter (for example every image has the same pixels), so no label can be trusted and "
-                            "there is nothing to split; larger fractions cannot help: check the archive's images")
+        raise PipelineError(
+            f"all {len(keep)} images were dropped: each one's exact pixels also appear under another "
+            "letter (for example every image has the same pixels), so no label can be trusted and "
+            "there is nothing to split; larger fractions cannot help: check the archive's images"
+        )
     labels, names, keys = labels[keep], names[keep], keys[keep]
-    fractions = np.array([1 - data["val_fraction"] - data["test_fraction"], data["val_fraction"], data["test_fraction"]])
+    fractions = np.array(
+        [1 - data["val_fraction"] - data["test_fraction"], data["val_fraction"], data["test_fraction"]]
+    )
     group_ids = groups(keys, font_of(names) if data["group_by_font"] else None)
     split_of = assign_splits(group_ids, labels, fractions, data["split_seed"])
     check_coverage(labels, split_of, group_ids, data)
@@ -93,8 +97,10 @@ def split_plan(images, labels, names, data):
         "dropped_conflicting_labels": int(dropped.sum()),
         "distinct_pixel_arrays": int(len(np.unique(keys))),
         "split_sizes": {split: int(np.sum(split_of == index)) for index, split in enumerate(SPLITS)},
-        "per_class": {split: {letter: int(np.sum(labels[split_of == index] == i)) for i, letter in enumerate(LETTERS)}
-                      for index, split in enumerate(SPLITS)},
+        "per_class": {
+            split: {letter: int(np.sum(labels[split_of == index] == i)) for i, letter in enumerate(LETTERS)}
+            for index, split in enumerate(SPLITS)
+        },
     }
     return keep, split_of, summary
 
@@ -108,12 +114,16 @@ def check_coverage(labels, split_of, group_ids, data):
             continue
         if distinct < len(SPLITS):
             grouping = "one font (data.group_by_font)" if data["group_by_font"] else "identical pixels"
-            raise PipelineError(f"{split} split is empty: the {len(labels)} images form only {distinct} group(s) of "
-                                f"{grouping}, and a group never straddles two splits, so larger fractions cannot "
-                                "help; add images with distinct pixels")
-        raise PipelineError(f"{split} split is empty: {len(labels)} images are too few for data.val_fraction="
-                            f"{data['val_fraction']} and data.test_fraction={data['test_fraction']}; "
-                            "use more images or larger fractions")
+            raise PipelineError(
+                f"{split} split is empty: the {len(labels)} images form only {distinct} group(s) of "
+                f"{grouping}, and a group never straddles two splits, so larger fractions cannot "
+                "help; add images with distinct pixels"
+            )
+        raise PipelineError(
+            f"{split} split is empty: {len(labels)} images are too few for data.val_fraction="
+            f"{data['val_fraction']} and data.test_fraction={data['test_fraction']}; "
+            "use more images or larger fractions"
+        )
     counts = np.zeros((len(SPLITS), NUM_CLASSES), dtype=np.int64)
     np.add.at(counts, (split_of, labels), 1)
     smallest = min(data["val_fraction"], data["test_fraction"])
@@ -125,7 +135,8 @@ def check_coverage(labels, split_of, group_ids, data):
                 f"letter {letter} has {counts[:, letter_index].sum()} image(s) ({_counts(counts[:, letter_index])}), "
                 f"none in {' or '.join(missing)}, so {letter} could not be scored there: add images of {letter} "
                 f"(about {math.ceil(1 / smallest)} distinct ones at data.val_fraction={data['val_fraction']} and "
-                f"data.test_fraction={data['test_fraction']}) or raise those fractions")
+                f"data.test_fraction={data['test_fraction']}) or raise those fractions"
+            )
 
 
 def _counts(per_split):
@@ -139,8 +150,10 @@ def coverage_warnings(summary):
         few = {letter: count for letter, count in summary["per_class"][split].items() if 0 < count < FEW_PER_SPLIT}
         if few:
             listed = ", ".join(f"{letter} {count}" for letter, count in few.items())
-            lines.append(f"{split} holds fewer than {FEW_PER_SPLIT} images of some letters ({listed}): their "
-                         "per-letter scores there are coarse; add images of those letters")
+            lines.append(
+                f"{split} holds fewer than {FEW_PER_SPLIT} images of some letters ({listed}): their "
+                "per-letter scores there are coarse; add images of those letters"
+            )
     return lines
 
 

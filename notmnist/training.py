@@ -32,11 +32,16 @@ def learning_rate(train, steps_per_epoch):
         # the steps, then cosine down to lr/25/1e4. A stock Keras schedule, so nothing custom is ever saved.
         total = train["epochs"] * steps
         warmup = int(0.3 * total)
-        return schedules.CosineDecay(lr / 25, decay_steps=total - warmup, alpha=1 / (25 * 1e4),
-                                     warmup_target=lr, warmup_steps=warmup)
+        return schedules.CosineDecay(
+            lr / 25, decay_steps=total - warmup, alpha=1 / (25 * 1e4), warmup_target=lr, warmup_steps=warmup
+        )
     if train["schedule"] in ("step", "exponential"):
-        return schedules.ExponentialDecay(lr, decay_steps=train["decay_epochs"] * steps,
-                                          decay_rate=train["decay_rate"], staircase=train["schedule"] == "step")
+        return schedules.ExponentialDecay(
+            lr,
+            decay_steps=train["decay_epochs"] * steps,
+            decay_rate=train["decay_rate"],
+            staircase=train["schedule"] == "step",
+        )
     return lr  # constant, or plateau (ReduceLROnPlateau lowers it)
 
 
@@ -64,7 +69,8 @@ class StopOnDivergence(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             raise PipelineError(
                 f"training diverged in epoch {self.epoch + 1} (loss is {loss}); no model was saved. "
-                f"Lower train.learning_rate (now {self.learning_rate}), e.g. dvc exp run -S train.learning_rate=...")
+                f"Lower train.learning_rate (now {self.learning_rate}), e.g. dvc exp run -S train.learning_rate=..."
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -101,14 +107,14 @@ def mixed_batches(train, x, y, seed):
 
     def mix(index, batch):
         images, labels = batch
-        branches = [lambda mixer=mixer: tuple(mixer({"images": images, "labels": labels}).values())
-                    for mixer in mixers]
+        branches = [lambda mixer=mixer: tuple(mixer({"images": images, "labels": labels}).values()) for mixer in mixers]
         if len(branches) == 1:
             return branches[0]()
         return tf.cond(index % 2 == 0, branches[0], branches[1])
 
-    batches = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).batch(train["batch_size"])
-               .enumerate())
+    batches = (
+        tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).batch(train["batch_size"]).enumerate()
+    )
     return batches.map(mix).prefetch(tf.data.AUTOTUNE)
 
 
@@ -116,15 +122,22 @@ def fit(model, train, x, y, validation, live, seed=0):
     """Compile and fit; returns the number of epochs run. Batch mixing (mixup, cutmix) applies to the
     training batches only, never to validation."""
     steps = math.ceil(len(x) / train["batch_size"])
-    model.compile(optimizer=optimizer(train, steps),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=train["label_smoothing"]),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=optimizer(train, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=train["label_smoothing"]),
+        metrics=["accuracy"],
+    )
     if train.get("mixup", 0) > 0 or train.get("cutmix", 0) > 0:
         data = {"x": mixed_batches(train, x, y, seed), "validation_batch_size": train["batch_size"], "shuffle": False}
     else:  # NumPy arrays, as before mixing existed: a tf.data pipeline would change the shuffle order
         data = {"x": x, "y": y, "batch_size": train["batch_size"], "shuffle": True}
-    history = model.fit(**data, epochs=train["epochs"], validation_data=validation,
-                        callbacks=callbacks(train, live), verbose=1 if sys.stdout.isatty() else 2)
+    history = model.fit(
+        **data,
+        epochs=train["epochs"],
+        validation_data=validation,
+        callbacks=callbacks(train, live),
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
     return len(history.epoch)
 
 

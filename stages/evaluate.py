@@ -42,23 +42,30 @@ def main():
     args = parser.parse_args()
     started_with = params_fingerprint()
     settings = params.load()
-    refuse_overwriting_inputs([args.model_path, args.data_dir / "val.npz", args.data_dir / "test.npz"],
-                              [args.metrics_dir / "evaluate.json", args.metrics_dir / "plots"])
+    refuse_overwriting_inputs(
+        [args.model_path, args.data_dir / "val.npz", args.data_dir / "test.npz"],
+        [args.metrics_dir / "evaluate.json", args.metrics_dir / "plots"],
+    )
     splits = {split: load_eval_split(args.data_dir / f"{split}.npz") for split in ("val", "test")}
     setup_tensorflow(settings["threads"])
     model = load_model(args.model_path)
 
     chosen, results = settings["evaluate"], {"parameters": int(model.count_params())}
     for split, arrays in splits.items():
-        probabilities = predict(model, arrays["x"], chosen["batch_size"], chosen["tta"], settings["model"]["augment"],
-                                settings["seed"])
+        probabilities = predict(
+            model, arrays["x"], chosen["batch_size"], chosen["tta"], settings["model"]["augment"], settings["seed"]
+        )
         results[split] = scores(probabilities, arrays["y"].astype(np.int64))
         arrays["probabilities"], arrays["predicted"] = probabilities, probabilities.argmax(axis=1)
     test, val = splits["test"], splits["val"]
     refuse_changed_params(started_with)
     shown = most_confident_mistakes(val["probabilities"], val["y"], val["names"])
-    write_bytes(args.metrics_dir / "plots" / "misclassified.png", misclassified_grid(
-        val["x"][shown], val["y"][shown], val["probabilities"][shown], int(np.sum(val["predicted"] != val["y"]))))
+    write_bytes(
+        args.metrics_dir / "plots" / "misclassified.png",
+        misclassified_grid(
+            val["x"][shown], val["y"][shown], val["probabilities"][shown], int(np.sum(val["predicted"] != val["y"]))
+        ),
+    )
     write_json(args.metrics_dir / "plots" / "confusion.json", confusion_rows(test["predicted"], test["y"]))
     write_json(args.metrics_dir / "plots" / "per_class.json", per_class(test["predicted"], test["y"]))
     write_json(args.metrics_dir / "evaluate.json", results)

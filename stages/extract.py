@@ -38,14 +38,18 @@ def main():
     refuse_overwriting_inputs([args.archive], [args.out_dir / "images.npz", args.out_dir / "extract_report.json"])
     glyphs = read_glyphs(args.archive)
     if looks_inverted(glyphs.images):
-        print(f"warning: {args.archive}: most glyphs are dark on a light ground; notMNIST's are light on dark, "
-              "so a model trained on these will not read notMNIST-style glyphs (invert the images first)",
-              file=sys.stderr)
+        print(
+            f"warning: {args.archive}: most glyphs are dark on a light ground; notMNIST's are light on dark, "
+            "so a model trained on these will not read notMNIST-style glyphs (invert the images first)",
+            file=sys.stderr,
+        )
     summary = report(glyphs, args.archive)
     write_npz(args.out_dir / "images.npz", images=glyphs.images, labels=glyphs.labels, names=glyphs.names)
     write_json(args.out_dir / "extract_report.json", summary)
-    print(f"extract: {summary['images']} images, {summary['skipped']} skipped "
-          f"(see {args.out_dir / 'extract_report.json'})")
+    print(
+        f"extract: {summary['images']} images, {summary['skipped']} skipped "
+        f"(see {args.out_dir / 'extract_report.json'})"
+    )
 
 
 if __name__ == "__main__":

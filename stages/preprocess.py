@@ -33,7 +33,9 @@ def main():
     args = parser.parse_args()
     started_with = params_fingerprint()
     data = params.load()["data"]
-    refuse_overwriting_inputs([args.images], [args.out_dir / name for name in (*(f"{s}.npz" for s in SPLITS), "summary.json")])
+    refuse_overwriting_inputs(
+        [args.images], [args.out_dir / name for name in (*(f"{s}.npz" for s in SPLITS), "summary.json")]
+    )
     arrays = load_arrays(args.images, {"images": (np.uint8, 3), "labels": (np.uint8, 1), "names": (np.str_, 1)})
     check_images_and_labels(args.images, arrays["images"], arrays["labels"])
     images, labels, names = arrays["images"], arrays["labels"], arrays["names"]
@@ -45,8 +47,10 @@ def main():
         x, y, split_names = split_part(images, labels, names, keep, split_of, index)
         write_npz(args.out_dir / f"{split}.npz", x=x, y=y, names=split_names)
     write_json(args.out_dir / "summary.json", summary)
-    print(f"preprocess: {summary['split_sizes']}, {summary['dropped_conflicting_labels']} dropped "
-          "(same pixels under several letters)")
+    print(
+        f"preprocess: {summary['split_sizes']}, {summary['dropped_conflicting_labels']} dropped "
+        "(same pixels under several letters)"
+    )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,16 @@ def main():
     seconds = time.perf_counter() - start
     refuse_changed_params(started_with)
     save_model(ensemble(members), args.model_path)
-    write_json(TIMING, {"train": {"seconds": round(seconds, 1), "epochs": epochs,
-                                  "images_per_second": round(epochs * len(x) / seconds, 1)}})
+    write_json(
+        TIMING,
+        {
+            "train": {
+                "seconds": round(seconds, 1),
+                "epochs": epochs,
+                "images_per_second": round(epochs * len(x) / seconds, 1),
+            }
+        },
+    )
     print(f"train: {epochs} epochs in {seconds:.0f} s; saved {args.model_path}")
 
 

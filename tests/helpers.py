@@ -49,8 +49,11 @@ def write_tar(path, members, root="notMNIST_small"):
 def glyph_members(per_class=3, seed=0):
     """{<letter>/<font>.png: png bytes} with distinct random glyphs for every letter A-J."""
     rng = np.random.default_rng(seed)
-    return {f"{letter}/font{i}.png": png_bytes(rng.integers(0, 256, (28, 28), dtype=np.uint8))
-            for letter in LETTERS for i in range(per_class)}
+    return {
+        f"{letter}/font{i}.png": png_bytes(rng.integers(0, 256, (28, 28), dtype=np.uint8))
+        for letter in LETTERS
+        for i in range(per_class)
+    }
 
 
 def real_members(per_class, archive=REAL_ARCHIVE):

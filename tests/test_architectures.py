@@ -3,16 +3,14 @@ activation and initialiser, each optimiser and learning-rate schedule."""
 
 import math
 
+import keras  # noqa: E402  (after notmnist.training, which quiets TensorFlow first)
 import numpy as np
 import pytest
 
 from notmnist import params
+from notmnist.models import build_model  # noqa: E402
 from notmnist.runtime import PipelineError
 from notmnist.training import callbacks, fit, learning_rate, optimizer
-
-import keras  # noqa: E402  (after notmnist.training, which quiets TensorFlow first)
-
-from notmnist.models import build_model  # noqa: E402
 
 NO_AUGMENT = {"shift": 0.0, "rotation": 0.0, "zoom": 0.0}
 
@@ -40,8 +38,10 @@ def train_one_step(model, compiled_with="adam"):
 
 def layer_kinds(model):
     """Keras's class names (notmnist.layers.BatchNorm counts as the BatchNormalization it is)."""
-    return [next(kind.__name__ for kind in type(layer).__mro__ if kind.__module__.startswith("keras."))
-            for layer in model.layers]
+    return [
+        next(kind.__name__ for kind in type(layer).__mro__ if kind.__module__.startswith("keras."))
+        for layer in model.layers
+    ]
 
 
 def custom_model(layers, **model):
@@ -49,12 +49,30 @@ def custom_model(layers, **model):
 
 
 def test_mlp_preset_is_the_practicals_baseline_with_118282_parameters():
-    model = build_model(settings({"architecture": "mlp", "hidden_size": 128, "hidden_layers": 2, "dropout": 0,
-                                  "batch_norm": False, "activation": "sigmoid"})["model"])
+    model = build_model(
+        settings(
+            {
+                "architecture": "mlp",
+                "hidden_size": 128,
+                "hidden_layers": 2,
+                "dropout": 0,
+                "batch_norm": False,
+                "activation": "sigmoid",
+            }
+        )["model"]
+    )
     trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
     assert trainable == 118_282
-    assert layer_kinds(model) == ["InputLayer", "Flatten", "Dense", "Activation", "Dense", "Activation",
-                                  "Dense", "Activation"]
+    assert layer_kinds(model) == [
+        "InputLayer",
+        "Flatten",
+        "Dense",
+        "Activation",
+        "Dense",
+        "Activation",
+        "Dense",
+        "Activation",
+    ]
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert [layer.units for layer in dense] == [128, 128, 10]
     assert model.layers[-1].activation is keras.activations.softmax
@@ -62,8 +80,14 @@ def test_mlp_preset_is_the_practicals_baseline_with_118282_parameters():
 
 @pytest.mark.parametrize("architecture", ["mlp", "cnn", "vgg", "lenet5"])
 def test_preset_reads_the_shared_knobs_and_trains(architecture):
-    knobs = {"architecture": architecture, "dropout": 0.2, "activation": "tanh", "l2": 0.01,
-             "init": "glorot_uniform", "batch_norm": True}
+    knobs = {
+        "architecture": architecture,
+        "dropout": 0.2,
+        "activation": "tanh",
+        "l2": 0.01,
+        "init": "glorot_uniform",
+        "batch_norm": True,
+    }
     model = build_model(settings(knobs)["model"])
     weighted = [layer for layer in model.layers if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
     assert all(isinstance(layer.kernel_initializer, keras.initializers.GlorotUniform) for layer in weighted)
@@ -71,8 +95,9 @@ def test_preset_reads_the_shared_knobs_and_trains(architecture):
     assert all(math.isclose(layer.bias_regularizer.l2, 0.01) for layer in weighted)
     assert {layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)} == {0.2}
     assert "BatchNormalization" in layer_kinds(model)
-    hidden_activations = {layer.activation.__name__ for layer in model.layers[:-1]
-                          if isinstance(layer, keras.layers.Activation)}
+    hidden_activations = {
+        layer.activation.__name__ for layer in model.layers[:-1] if isinstance(layer, keras.layers.Activation)
+    }
     assert hidden_activations == {"tanh"}
     if architecture != "lenet5":  # LeNet-5's widths are part of its definition
         assert 5 in [layer.units for layer in weighted if isinstance(layer, keras.layers.Dense)]
@@ -88,32 +113,40 @@ def test_preset_without_dropout_or_batch_norm_has_neither(architecture):
 
 
 def test_custom_network_uses_every_layer_type_and_trains():
-    model = custom_model([
-        {"type": "Conv2D", "filters": 3, "kernel_size": 5, "strides": 1, "padding": "same"},
-        {"type": "BatchNormalization"},
-        {"type": "LeakyReLU", "negative_slope": 0.1},
-        {"type": "Conv2D", "filters": 4, "kernel_size": 3, "strides": 2, "padding": "valid"},
-        {"type": "PReLU"},
-        {"type": "MaxPooling2D", "pool_size": 2},
-        {"type": "Dropout", "rate": 0.3},
-        {"type": "ELU", "alpha": 0.5},
-        {"type": "Activation", "activation": "tanh"},
-        {"type": "GlobalAveragePooling2D"},
-        {"type": "Flatten"},
-        {"type": "Dense", "units": 6, "activation": "relu"},
-    ])
+    model = custom_model(
+        [
+            {"type": "Conv2D", "filters": 3, "kernel_size": 5, "strides": 1, "padding": "same"},
+            {"type": "BatchNormalization"},
+            {"type": "LeakyReLU", "negative_slope": 0.1},
+            {"type": "Conv2D", "filters": 4, "kernel_size": 3, "strides": 2, "padding": "valid"},
+            {"type": "PReLU"},
+            {"type": "MaxPooling2D", "pool_size": 2},
+            {"type": "Dropout", "rate": 0.3},
+            {"type": "ELU", "alpha": 0.5},
+            {"type": "Activation", "activation": "tanh"},
+            {"type": "GlobalAveragePooling2D"},
+            {"type": "Flatten"},
+            {"type": "Dense", "units": 6, "activation": "relu"},
+        ]
+    )
     assert set(params.LAYERS) <= set(layer_kinds(model))
     conv = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [(c.filters, c.kernel_size, c.strides, c.padding) for c in conv] == [
-        (3, (5, 5), (1, 1), "same"), (4, (3, 3), (2, 2), "valid")]
+        (3, (5, 5), (1, 1), "same"),
+        (4, (3, 3), (2, 2), "valid"),
+    ]
     assert model.get_layer(index=layer_kinds(model).index("MaxPooling2D")).output.shape[1:3] == (6, 6)
     train_one_step(model)
 
 
 @pytest.mark.parametrize("activation", params.ACTIVATIONS)
 def test_every_activation_builds_after_conv_and_dense_and_trains(activation):
-    model = custom_model([{"type": "Conv2D", "filters": 2, "activation": activation},
-                          {"type": "Dense", "units": 4, "activation": activation}])
+    model = custom_model(
+        [
+            {"type": "Conv2D", "filters": 2, "activation": activation},
+            {"type": "Dense", "units": 4, "activation": activation},
+        ]
+    )
     added = [kind for kind in layer_kinds(model)[:-1] if kind in ("Activation", "LeakyReLU", "PReLU", "ELU")]
     assert len(added) == (0 if activation == "linear" else 2)
     train_one_step(model)
@@ -128,9 +161,14 @@ def test_every_initializer_builds_and_trains():
 
 
 def test_layer_l2_and_initializer_override_the_model_wide_values():
-    model = custom_model([{"type": "Dense", "units": 4, "kernel_l2": 0.5, "bias_l2": 0.0,
-                           "kernel_initializer": "orthogonal"},
-                          {"type": "Dense", "units": 4}], l2=0.01, init="lecun_normal")
+    model = custom_model(
+        [
+            {"type": "Dense", "units": 4, "kernel_l2": 0.5, "bias_l2": 0.0, "kernel_initializer": "orthogonal"},
+            {"type": "Dense", "units": 4},
+        ],
+        l2=0.01,
+        init="lecun_normal",
+    )
     own, shared, output = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert math.isclose(own.kernel_regularizer.l2, 0.5) and own.bias_regularizer is None
     assert isinstance(own.kernel_initializer, keras.initializers.Orthogonal)
@@ -146,13 +184,16 @@ def test_custom_network_that_shrinks_the_image_to_nothing_names_the_layer():
 
 
 # Each optimiser is paired with a schedule so that all of both are covered in five runs.
-@pytest.mark.parametrize("train", [
-    {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "schedule": "constant"},
-    {"optimizer": "adam", "schedule": "step"},
-    {"optimizer": "rmsprop", "momentum": 0.5, "schedule": "exponential"},
-    {"optimizer": "sgd", "schedule": "cosine"},
-    {"optimizer": "rmsprop", "schedule": "plateau"},
-])
+@pytest.mark.parametrize(
+    "train",
+    [
+        {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "schedule": "constant"},
+        {"optimizer": "adam", "schedule": "step"},
+        {"optimizer": "rmsprop", "momentum": 0.5, "schedule": "exponential"},
+        {"optimizer": "sgd", "schedule": "cosine"},
+        {"optimizer": "rmsprop", "schedule": "plateau"},
+    ],
+)
 def test_every_optimizer_and_schedule_trains_a_step(train):
     train = settings(train={**train, "learning_rate": 0.01})["train"]
     chosen = optimizer(train, steps_per_epoch=3)
@@ -166,8 +207,9 @@ def test_every_optimizer_and_schedule_trains_a_step(train):
 
 @pytest.mark.parametrize("schedule", ["constant", "plateau", "step", "exponential", "cosine"])
 def test_schedule_gives_the_learning_rate_it_promises(schedule):
-    train = settings(train={"schedule": schedule, "learning_rate": 0.1, "decay_rate": 0.5,
-                            "decay_epochs": 2, "epochs": 10})["train"]
+    train = settings(
+        train={"schedule": schedule, "learning_rate": 0.1, "decay_rate": 0.5, "decay_epochs": 2, "epochs": 10}
+    )["train"]
     steps = 3
     rate = learning_rate(train, steps)
     if schedule in ("constant", "plateau"):
@@ -189,8 +231,17 @@ def test_schedule_gives_the_learning_rate_it_promises(schedule):
 def test_plateau_early_stopping_and_label_smoothing_reach_the_fit(tmp_path):
     from dvclive import Live
 
-    train = settings(train={"schedule": "plateau", "decay_rate": 0.2, "decay_epochs": 1, "early_stopping": 2,
-                            "label_smoothing": 0.1, "epochs": 2, "batch_size": 4})["train"]
+    train = settings(
+        train={
+            "schedule": "plateau",
+            "decay_rate": 0.2,
+            "decay_epochs": 1,
+            "early_stopping": 2,
+            "label_smoothing": 0.1,
+            "epochs": 2,
+            "batch_size": 4,
+        }
+    )["train"]
     with Live(str(tmp_path / "live"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         chosen = {type(c).__name__: c for c in callbacks(train, live)}
         model = build_model(settings({"architecture": "mlp"})["model"])
@@ -222,8 +273,14 @@ def test_fused_batch_norm_trains_like_keras_batch_normalization(shape):
             tape.watch(x)
             y = layer(x, training=True)
             loss = tf.reduce_sum(tf.sin(y))
-        results.append([y, *tape.gradient(loss, [x, layer.gamma, layer.beta]), *layer.non_trainable_weights,
-                        layer(x, training=False)])
+        results.append(
+            [
+                y,
+                *tape.gradient(loss, [x, layer.gamma, layer.beta]),
+                *layer.non_trainable_weights,
+                layer(x, training=False),
+            ]
+        )
     for ours, keras_result in zip(results[1], results[0]):
         scale = float(np.abs(keras_result).max()) or 1.0
         assert np.abs(np.asarray(ours) - np.asarray(keras_result)).max() <= 1e-5 * scale
@@ -238,8 +295,9 @@ def test_weight_averaging_leaves_the_averaged_weights_in_the_model(tmp_path):
     finals = {}
     for momentum in (0.0, 0.9):
         keras.utils.set_random_seed(0)
-        train = settings(train={"weight_averaging": momentum, "epochs": 3, "batch_size": 4,
-                                "learning_rate": 0.05})["train"]
+        train = settings(train={"weight_averaging": momentum, "epochs": 3, "batch_size": 4, "learning_rate": 0.05})[
+            "train"
+        ]
         model = build_model(settings({"architecture": "mlp"})["model"])
         with Live(str(tmp_path / f"live{momentum}"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
             fit(model, train, *images(), validation=images(seed=1), live=live)
@@ -276,9 +334,14 @@ def test_erasing_blanks_a_patch_in_training_only():
     assert np.array_equal(keras.ops.convert_to_numpy(erasing(x, training=False)), x)
 
 
-@pytest.mark.parametrize("train", [{"optimizer": "adamw", "weight_decay": 5e-4},
-                                   {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
-                                   {"optimizer": "adam"}])
+@pytest.mark.parametrize(
+    "train",
+    [
+        {"optimizer": "adamw", "weight_decay": 5e-4},
+        {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+        {"optimizer": "adam"},
+    ],
+)
 def test_weight_decay_reaches_the_optimizer(train):
     chosen = optimizer(settings(train=train)["train"], steps_per_epoch=3)
     assert type(chosen).__name__.lower() == train["optimizer"]
@@ -305,8 +368,9 @@ def test_mixing_blends_training_batches_reproducibly(mixing):
 
     train = settings(train={"batch_size": 8, **mixing})["train"]
     x, y = images(24)
-    first, again = ([np.asarray(batch) for pair in mixed_batches(train, x, y, seed=5) for batch in pair]
-                    for _ in range(2))
+    first, again = (
+        [np.asarray(batch) for pair in mixed_batches(train, x, y, seed=5) for batch in pair] for _ in range(2)
+    )
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     labels = np.concatenate(first[1::2])
     assert np.allclose(labels.sum(axis=1), 1.0) and (labels.max(axis=1) < 0.999).any()  # some labels are blends

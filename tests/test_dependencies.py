@@ -32,8 +32,11 @@ def imported_modules(path, root=REPO):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names
-                         if module_file(f"{node.module}.{alias.name}", root))
+            names.update(
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if module_file(f"{node.module}.{alias.name}", root)
+            )
     return names
 
 
@@ -86,8 +89,13 @@ def test_the_check_catches_a_missing_lazy_import(tmp_path):
     (tmp_path / "stages/__init__.py").write_text("")
     (tmp_path / "stages/run.py").write_text("import sys\nfrom notmnist.lazy import f\n")
     found = project_imports("stages.run", tmp_path)
-    assert found == {"stages/__init__.py", "stages/run.py", "notmnist/__init__.py", "notmnist/lazy.py",
-                     "notmnist/helper.py"}
+    assert found == {
+        "stages/__init__.py",
+        "stages/run.py",
+        "notmnist/__init__.py",
+        "notmnist/lazy.py",
+        "notmnist/helper.py",
+    }
 
 
 def test_docs_generators_are_no_stage_dependency():

@@ -66,8 +66,18 @@ def test_documented_exp_show_has_the_comparison_columns_and_no_noise(swept):
     repo, _ = swept
     table = run(documented_command("dvc exp show --md"), repo).stdout
     header = [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")]
-    for column in ("Experiment", "val.accuracy", "test.accuracy", "val.loss", "test.loss", "train.seconds",
-                   "parameters", "model.architecture", "model.dropout", "train.learning_rate"):
+    for column in (
+        "Experiment",
+        "val.accuracy",
+        "test.accuracy",
+        "val.loss",
+        "test.loss",
+        "train.seconds",
+        "parameters",
+        "model.architecture",
+        "model.dropout",
+        "train.learning_rate",
+    ):
         assert column in header, (column, header)
     assert not [c for c in header if c.startswith(("data/", "stages/", "models/", "data.", "seed"))], header
     rows = [line for line in table.splitlines()[2:] if line.strip()]
@@ -79,11 +89,14 @@ def test_documented_exp_show_has_the_comparison_columns_and_no_noise(swept):
 def test_the_best_experiment_can_be_applied_and_kept_as_a_branch(swept):
     repo, _ = swept
     found = experiments(repo)
-    accuracy = {name: rev["data"]["metrics"]["metrics/evaluate.json"]["data"]["val"]["accuracy"] for name, rev in found.items()}
+    accuracy = {
+        name: rev["data"]["metrics"]["metrics/evaluate.json"]["data"]["val"]["accuracy"] for name, rev in found.items()
+    }
     best = max(accuracy, key=accuracy.get)
     run(["dvc", "exp", "apply", best], repo)
-    applied = run([sys.executable, "-c", "import yaml; print(yaml.safe_load(open('params.yaml'))['model']['dropout'])"],
-                  repo).stdout.strip()
+    applied = run(
+        [sys.executable, "-c", "import yaml; print(yaml.safe_load(open('params.yaml'))['model']['dropout'])"], repo
+    ).stdout.strip()
     assert float(applied) == found[best]["data"]["params"]["params.yaml"]["data"]["model"]["dropout"]
     run(["dvc", "exp", "branch", best, "best-dropout"], repo)
     assert "best-dropout" in run(["git", "branch", "--list", "best-dropout"], repo).stdout

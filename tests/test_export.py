@@ -21,8 +21,21 @@ def exported(tmp_path_factory, glyph_sets):
     root = tmp_path_factory.mktemp("export")
     model_path = train_quick_model(glyph_sets[0], root / "model.keras", epochs=3)
     check = write_tar(root / "check.tar.gz", glyph_sets[1])
-    result = run([sys.executable, "-m", "notmnist", "export", str(model_path), str(root / "out"),
-                  "--check", str(check), "--calls", "20"], REPO)
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "notmnist",
+            "export",
+            str(model_path),
+            str(root / "out"),
+            "--check",
+            str(check),
+            "--calls",
+            "20",
+        ],
+        REPO,
+    )
     return model_path, root / "out", result
 
 
@@ -65,8 +78,20 @@ def test_saved_model_and_tflite_give_the_keras_top1_on_real_glyphs(exported, gly
 
 def test_export_refuses_a_missing_check_source_before_exporting(tmp_path, exported):
     model_path, _, _ = exported
-    result = run([sys.executable, "-m", "notmnist", "export", str(model_path), str(tmp_path / "out"),
-                  "--check", str(tmp_path / "none.npz")], REPO, check=False)
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "notmnist",
+            "export",
+            str(model_path),
+            str(tmp_path / "out"),
+            "--check",
+            str(tmp_path / "none.npz"),
+        ],
+        REPO,
+        check=False,
+    )
     assert result.returncode == 2 and "none.npz not found" in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -80,13 +105,16 @@ def export_args(model_path, out, *extra, check):
     return [sys.executable, "-m", "notmnist", "export", str(model_path), str(out), "--check", str(check), *extra]
 
 
-@pytest.mark.parametrize("case, message", [
-    ("check_images_0", "--check-images 0: must be 1 or more"),
-    ("calls_0", "--calls 0: must be 1 or more"),
-    ("out_is_a_file", "it is a file, and this output is a folder"),
-    ("out_holds_the_model", "holds the input"),
-    ("out_holds_other_files", "holds files that are not an export (notes.txt)"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("check_images_0", "--check-images 0: must be 1 or more"),
+        ("calls_0", "--calls 0: must be 1 or more"),
+        ("out_is_a_file", "it is a file, and this output is a folder"),
+        ("out_holds_the_model", "holds the input"),
+        ("out_holds_other_files", "holds files that are not an export (notes.txt)"),
+    ],
+)
 def test_export_refuses_bad_arguments_before_any_work_and_leaves_everything_as_it_was(tmp_path, case, message):
     """Refused before TensorFlow loads: a model file of garbage bytes is never read."""
     model = tmp_path / "model.keras"
@@ -128,8 +156,13 @@ def test_a_failed_export_leaves_no_partial_folder_and_keeps_the_old_export(tmp_p
         raise RuntimeError("conversion failed")
 
     monkeypatch.setattr(export, "tflite_bytes", broken_conversion)
-    args = Namespace(model_path=model_path, out_dir=out, check=previous.parent / "check.tar.gz", check_images=4, calls=1)
+    args = Namespace(
+        model_path=model_path, out_dir=out, check=previous.parent / "check.tar.gz", check_images=4, calls=1
+    )
     with pytest.raises(RuntimeError, match="conversion failed"):
         export.run(args)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
-    assert sorted(p.name for p in out.iterdir()) == ["export.json"] and (out / "export.json").read_text() == "the old export"
+    assert (
+        sorted(p.name for p in out.iterdir()) == ["export.json"]
+        and (out / "export.json").read_text() == "the old export"
+    )

@@ -22,6 +22,7 @@ def listing(folder):
 
 # --- atomic writes ---------------------------------------------------------------------------
 
+
 def test_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "out" / "report.json"
     files.write_json(target, {"b": 1, "a": [1, 2]})
@@ -77,25 +78,33 @@ def test_equal_arrays_give_byte_identical_npz(tmp_path):
 
 # --- the hand-over files are checked by the stage that reads them ---------------------------------
 
+
 def good_split(n=4):
-    return {"x": np.zeros((n, 28, 28, 1), np.float32), "y": np.arange(n, dtype=np.uint8),
-            "names": np.array([f"A/f{i}.png" for i in range(n)])}
+    return {
+        "x": np.zeros((n, 28, 28, 1), np.float32),
+        "y": np.arange(n, dtype=np.uint8),
+        "names": np.array([f"A/f{i}.png" for i in range(n)]),
+    }
 
 
 @pytest.fixture(scope="module")
 def evaluate():
     from stages import evaluate
+
     return evaluate
 
 
-@pytest.mark.parametrize("edit, message", [
-    ({"x": np.zeros((4, 32, 32, 1), np.float32)}, r"images are \[4, 32, 32, 1\]"),
-    ({"x": np.zeros((4, 28, 28, 1), np.float64)}, "array 'x' is float64"),
-    ({"x": np.zeros((4, 28, 28), np.float32)}, "expected float32 with 4 dimensions"),
-    ({"y": np.array([0, 1, 2, 10], np.uint8)}, "labels must be 0-9"),
-    ({"y": np.array([0, 1, 2, -1], np.int64)}, "array 'y' is int64"),
-    ({"y": np.array([0, 1, 2], np.uint8)}, "with 3 labels"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"x": np.zeros((4, 32, 32, 1), np.float32)}, r"images are \[4, 32, 32, 1\]"),
+        ({"x": np.zeros((4, 28, 28, 1), np.float64)}, "array 'x' is float64"),
+        ({"x": np.zeros((4, 28, 28), np.float32)}, "expected float32 with 4 dimensions"),
+        ({"y": np.array([0, 1, 2, 10], np.uint8)}, "labels must be 0-9"),
+        ({"y": np.array([0, 1, 2, -1], np.int64)}, "array 'y' is int64"),
+        ({"y": np.array([0, 1, 2], np.uint8)}, "with 3 labels"),
+    ],
+)
 def test_an_edited_split_is_refused_naming_the_file(tmp_path, evaluate, edit, message):
     path = tmp_path / "val.npz"
     np.savez(path, **{**good_split(), **edit})
@@ -127,11 +136,20 @@ def test_a_file_that_is_not_an_npz_is_refused(tmp_path, evaluate):
 
 def test_preprocess_refuses_an_edited_images_npz_and_writes_nothing(tmp_path):
     images = tmp_path / "images.npz"
-    np.savez(images, images=np.zeros((3, 28, 28), np.uint8), labels=np.array([0, 1, 12], np.uint8),
-             names=np.array(["A/a.png", "B/b.png", "M/m.png"]))
+    np.savez(
+        images,
+        images=np.zeros((3, 28, 28), np.uint8),
+        labels=np.array([0, 1, 12], np.uint8),
+        names=np.array(["A/a.png", "B/b.png", "M/m.png"]),
+    )
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    result = subprocess.run([sys.executable, "-m", "stages.preprocess", str(images), "processed"], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.preprocess", str(images), "processed"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2, result.stderr
     assert f"{images}: labels must be 0-9" in result.stderr
     assert not (tmp_path / "processed").exists()
@@ -139,11 +157,14 @@ def test_preprocess_refuses_an_edited_images_npz_and_writes_nothing(tmp_path):
 
 # --- models ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def keras():
     from notmnist.runtime import quiet_tensorflow
+
     quiet_tensorflow()
     import keras
+
     return keras
 
 
@@ -184,8 +205,9 @@ def test_a_model_of_the_wrong_shape_is_refused(tmp_path, keras, input_shape, cla
     assert str(path) in str(error.value)
 
 
-@pytest.mark.parametrize("content, message", [(None, "not found; run `dvc repro`"),
-                                              (b"not a zip", "is not a loadable Keras model")])
+@pytest.mark.parametrize(
+    "content, message", [(None, "not found; run `dvc repro`"), (b"not a zip", "is not a loadable Keras model")]
+)
 def test_a_missing_or_garbage_model_is_refused(tmp_path, keras, content, message):
     path = tmp_path / "model.keras"
     if content is not None:
@@ -196,8 +218,10 @@ def test_a_missing_or_garbage_model_is_refused(tmp_path, keras, content, message
 
 # --- thread pinning ---------------------------------------------------------------------------
 
-PINNED = ("from notmnist.files import pin_threads; pin_threads(); import tensorflow as tf; "
-          "print(tf.config.threading.get_intra_op_parallelism_threads())")
+PINNED = (
+    "from notmnist.files import pin_threads; pin_threads(); import tensorflow as tf; "
+    "print(tf.config.threading.get_intra_op_parallelism_threads())"
+)
 
 
 @pytest.mark.parametrize("threads_in_params", [None, 1])
@@ -205,11 +229,17 @@ def test_model_users_pin_threads_from_params_or_the_default(tmp_path, threads_in
     """predict and grade call only load_model: it must pin the thread count, from params.yaml
     when run in the project, else to the pipeline's default, never to the machine's core count."""
     from notmnist import params
+
     if threads_in_params is not None:
         settings = yaml.safe_load((REPO / "params.yaml").read_text())
         (tmp_path / "params.yaml").write_text(yaml.safe_dump({**settings, "threads": threads_in_params}))
-    result = subprocess.run([sys.executable, "-c", PINNED], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [sys.executable, "-c", PINNED],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr
     expected = threads_in_params or params.SCHEMA["threads"].default
     assert result.stdout.split()[-1] == str(expected)

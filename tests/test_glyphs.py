@@ -57,14 +57,20 @@ def good_tar(tmp_path, extra=(), name="glyphs.tar.gz"):
 
 def png_claiming_size(width, height):
     """A PNG whose header claims width x height pixels of 8-bit gray, with no pixel data."""
+
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 def png_16_bit():
     from PIL import Image
+
     buffer = io.BytesIO()
     Image.fromarray(np.arange(28 * 28, dtype=np.uint16).reshape(28, 28) * 80).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -77,22 +83,26 @@ def test_good_members_are_decoded_labelled_and_sorted(tmp_path):
     assert glyphs.images.dtype == np.uint8 and glyphs.images.shape == (20, 28, 28)
     assert [LETTERS[label] for label in glyphs.labels] == [name[0] for name in sorted(members)]
     from PIL import Image
+
     first = sorted(members)[0]
     assert np.array_equal(glyphs.images[0], np.asarray(Image.open(io.BytesIO(members[first]))))
     assert glyphs.skipped == []
 
 
-@pytest.mark.parametrize("name, data, reason", [
-    ("A/empty.png", b"", "empty file"),
-    ("B/corrupt.png", png_bytes()[:40] + b"garbage" * 20, "corrupt PNG"),
-    ("C/big.png", png_bytes(size=(32, 28)), "size 32x28, expected 28x28"),
-    ("D/colour.png", png_bytes(mode="RGB"), "mode RGB"),
-    ("E/deep.png", png_16_bit(), "mode I;16"),
-    ("F/notes.txt", b"not an image\n", "not a PNG file"),
-    ("G/huge-header.png", png_claiming_size(100_000, 100_000), "size 100000x100000"),
-    ("Z/font.png", png_bytes(), "outside the A-J letter folders"),
-    ("A/nested/font.png", png_bytes(), "outside the A-J letter folders"),
-])
+@pytest.mark.parametrize(
+    "name, data, reason",
+    [
+        ("A/empty.png", b"", "empty file"),
+        ("B/corrupt.png", png_bytes()[:40] + b"garbage" * 20, "corrupt PNG"),
+        ("C/big.png", png_bytes(size=(32, 28)), "size 32x28, expected 28x28"),
+        ("D/colour.png", png_bytes(mode="RGB"), "mode RGB"),
+        ("E/deep.png", png_16_bit(), "mode I;16"),
+        ("F/notes.txt", b"not an image\n", "not a PNG file"),
+        ("G/huge-header.png", png_claiming_size(100_000, 100_000), "size 100000x100000"),
+        ("Z/font.png", png_bytes(), "outside the A-J letter folders"),
+        ("A/nested/font.png", png_bytes(), "outside the A-J letter folders"),
+    ],
+)
 def test_a_bad_image_is_skipped_with_its_reason_and_the_rest_kept(tmp_path, name, data, reason):
     members = {**glyph_members(per_class=2), name: data}
     glyphs = read(write_tar(tmp_path / "mixed.tar.gz", members))
@@ -116,16 +126,19 @@ def test_no_letter_folders_at_all_is_refused(tmp_path):
         read(archive)
 
 
-@pytest.mark.parametrize("member, message", [
-    (file_info("notMNIST_small/../../etc/A/x.png", png_bytes()), "has a '..' path"),
-    (file_info("/abs/A/x.png", png_bytes()), "has an absolute path"),
-    (special_info("notMNIST_small/A/sym.png", tarfile.SYMTYPE, "/etc/passwd"), "is a link"),
-    (special_info("notMNIST_small/A/hard.png", tarfile.LNKTYPE, "notMNIST_small/A/font0.png"), "is a link"),
-    (special_info("notMNIST_small/A/dev.png", tarfile.CHRTYPE), "is a device or pipe"),
-    (special_info("notMNIST_small/A/blk.png", tarfile.BLKTYPE), "is a device or pipe"),
-    (special_info("notMNIST_small/A/fifo.png", tarfile.FIFOTYPE), "is a device or pipe"),
-    (file_info("notMNIST_small/A/bomb.png", bytes(MAX_MEMBER_BYTES + 1)), "over the 1,048,576-byte cap"),
-])
+@pytest.mark.parametrize(
+    "member, message",
+    [
+        (file_info("notMNIST_small/../../etc/A/x.png", png_bytes()), "has a '..' path"),
+        (file_info("/abs/A/x.png", png_bytes()), "has an absolute path"),
+        (special_info("notMNIST_small/A/sym.png", tarfile.SYMTYPE, "/etc/passwd"), "is a link"),
+        (special_info("notMNIST_small/A/hard.png", tarfile.LNKTYPE, "notMNIST_small/A/font0.png"), "is a link"),
+        (special_info("notMNIST_small/A/dev.png", tarfile.CHRTYPE), "is a device or pipe"),
+        (special_info("notMNIST_small/A/blk.png", tarfile.BLKTYPE), "is a device or pipe"),
+        (special_info("notMNIST_small/A/fifo.png", tarfile.FIFOTYPE), "is a device or pipe"),
+        (file_info("notMNIST_small/A/bomb.png", bytes(MAX_MEMBER_BYTES + 1)), "over the 1,048,576-byte cap"),
+    ],
+)
 def test_an_unsafe_member_refuses_the_whole_archive(tmp_path, member, message):
     archive = good_tar(tmp_path, extra=[member])
     with pytest.raises(PipelineError, match=message) as error:
@@ -181,23 +194,39 @@ def broken_archives(tmp_path):
         "plain tar, not gzip": tar_bytes(members),
         "gzip of no tar": gzip.compress(b"hello" * 200),
         "gzip of nothing": gzip.compress(b""),
-        "garbage header after a member": gzip.compress(tar_bytes(members[:1], end_marker=False) + b"\x01" * 512
-                                                       + tar_bytes(members[1:])),
+        "garbage header after a member": gzip.compress(
+            tar_bytes(members[:1], end_marker=False) + b"\x01" * 512 + tar_bytes(members[1:])
+        ),
         "trailing gzip garbage": whole + b"garbage",
         "garbage after the end marker": gzip.compress(tar_bytes(members) + b"\x01" * 512),
         "megabytes of zeros after the end marker": gzip.compress(tar_bytes(members) + bytes(2 << 20)),
     }
 
 
-@pytest.mark.parametrize("case", [
-    "truncated gzip", "gzip trailer missing", "gzip checksum wrong", "cut between two members",
-    "garbage after the members", "not gzip at all", "plain tar, not gzip", "gzip of no tar", "gzip of nothing",
-    "garbage header after a member", "trailing gzip garbage", "garbage after the end marker",
-    "megabytes of zeros after the end marker"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "truncated gzip",
+        "gzip trailer missing",
+        "gzip checksum wrong",
+        "cut between two members",
+        "garbage after the members",
+        "not gzip at all",
+        "plain tar, not gzip",
+        "gzip of no tar",
+        "gzip of nothing",
+        "garbage header after a member",
+        "trailing gzip garbage",
+        "garbage after the end marker",
+        "megabytes of zeros after the end marker",
+    ],
+)
 def test_a_broken_archive_is_refused_not_read_short(tmp_path, case):
     archive = tmp_path / "broken.tar.gz"
     archive.write_bytes(broken_archives(tmp_path)[case])
-    with pytest.raises(PipelineError, match="truncated or corrupt|not a gzip|not a tar|cannot be read|after the last") as error:
+    with pytest.raises(
+        PipelineError, match="truncated or corrupt|not a gzip|not a tar|cannot be read|after the last"
+    ) as error:
         read(archive)
     assert str(archive) in str(error.value)
 
@@ -205,8 +234,9 @@ def test_a_broken_archive_is_refused_not_read_short(tmp_path, case):
 def test_extract_writes_nothing_for_a_refused_archive(tmp_path):
     archive = good_tar(tmp_path, extra=[special_info("notMNIST_small/A/hard.png", tarfile.LNKTYPE, "x")])
     out = tmp_path / "interim"
-    result = subprocess.run([sys.executable, "-m", "stages.extract", str(archive), str(out)],
-                            cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.extract", str(archive), str(out)], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert "is a link" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists() or not any(out.iterdir())
@@ -281,6 +311,7 @@ def test_an_empty_file_is_named_empty(tmp_path):
 
 # Hand-made headers: what tarfile cannot be asked to write.
 
+
 def header(name, size, kind=tarfile.REGTYPE):
     info = tarfile.TarInfo(name)
     info.size, info.type = size, kind
@@ -306,6 +337,7 @@ def archive_with_pax(tmp_path, records: bytes):
 def no_hang(seconds=20):
     def give_up(signum, frame):
         raise TimeoutError(f"still reading after {seconds} s: a hang")
+
     previous = signal.signal(signal.SIGALRM, give_up)
     signal.alarm(seconds)
     try:
@@ -315,13 +347,19 @@ def no_hang(seconds=20):
         signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.mark.parametrize("records, message", [
-    (b"0 path=x\n", "truncated or corrupt .*invalid header.*download it again"),  # the hand parser looped on this forever
-    (b"00000000000 path=notMNIST_small/A/y.png\n", "truncated or corrupt .*invalid header.*download it again"),
-    (b"-30 path=notMNIST_small/A/y.png\n", None),  # not a record to tarfile: ignored, the glyph keeps its name
-    (b"12 size=abc\n", "has pax size='abc', not a number"),  # the hand parser ended in a ValueError traceback
-    (b"99999 path=x\n", "has a name part over 255 characters"),  # tarfile reads the header's padding as the path
-])
+@pytest.mark.parametrize(
+    "records, message",
+    [
+        (
+            b"0 path=x\n",
+            "truncated or corrupt .*invalid header.*download it again",
+        ),  # the hand parser looped on this forever
+        (b"00000000000 path=notMNIST_small/A/y.png\n", "truncated or corrupt .*invalid header.*download it again"),
+        (b"-30 path=notMNIST_small/A/y.png\n", None),  # not a record to tarfile: ignored, the glyph keeps its name
+        (b"12 size=abc\n", "has pax size='abc', not a number"),  # the hand parser ended in a ValueError traceback
+        (b"99999 path=x\n", "has a name part over 255 characters"),  # tarfile reads the header's padding as the path
+    ],
+)
 def test_a_broken_pax_record_is_refused_or_ignored_never_hangs(tmp_path, records, message):
     archive = archive_with_pax(tmp_path, records)
     with no_hang():
@@ -392,21 +430,34 @@ def test_chunks_end_at_a_byte_budget():
     assert [len(chunk) for chunk in glyphs_module.chunked(iter(members), 4, max_bytes=600)] == [3, 4, 3]
 
 
-@pytest.mark.parametrize("members, message", [
-    ({f"{letter.lower()}/x.png": png_bytes() for letter in LETTERS},
-     "no letter folders A-J, but 10 files in lower-case folders a-j; the folders are lower case: rename them A-J"),
-    ({f"{letter}/sub/x.png": png_bytes() for letter in LETTERS},
-     r"10 files sit one folder too deep \(like A/sub/x.png\); move them up into their letter folder"),
-    ({**{f"A/{i}.png": b"" for i in range(3)}, "B/big.png": png_bytes(size=(32, 28)), "C/x.txt": b"hi"},
-     r"none of the 5 files in letter folders A-J is a usable glyph \(most common reasons: 3 x empty file; "
-     r"1 x size 32x28, expected 28x28; 1 x not a PNG file\)"),
-    ({}, r"holds no files \(an empty archive or folder\); expected <root>/A/\*.png"),
-])
+@pytest.mark.parametrize(
+    "members, message",
+    [
+        (
+            {f"{letter.lower()}/x.png": png_bytes() for letter in LETTERS},
+            "no letter folders A-J, but 10 files in lower-case folders a-j; the folders are lower case: rename them A-J",
+        ),
+        (
+            {f"{letter}/sub/x.png": png_bytes() for letter in LETTERS},
+            r"10 files sit one folder too deep \(like A/sub/x.png\); move them up into their letter folder",
+        ),
+        (
+            {**{f"A/{i}.png": b"" for i in range(3)}, "B/big.png": png_bytes(size=(32, 28)), "C/x.txt": b"hi"},
+            r"none of the 5 files in letter folders A-J is a usable glyph \(most common reasons: 3 x empty file; "
+            r"1 x size 32x28, expected 28x28; 1 x not a PNG file\)",
+        ),
+        ({}, r"holds no files \(an empty archive or folder\); expected <root>/A/\*.png"),
+    ],
+)
 def test_nothing_usable_says_why_from_what_was_seen(tmp_path, members, message):
     with pytest.raises(PipelineError, match=message):
         read(write_tar(tmp_path / "unusable.tar.gz", members))
     with pytest.raises(PipelineError, match=message):
-        read(make_folder(tmp_path / "folder", members) if members else (tmp_path / "folder").mkdir() or tmp_path / "folder")
+        read(
+            make_folder(tmp_path / "folder", members)
+            if members
+            else (tmp_path / "folder").mkdir() or tmp_path / "folder"
+        )
 
 
 def test_dark_on_light_glyphs_look_inverted():
@@ -422,16 +473,20 @@ def test_undecodable_names_print_on_an_ascii_terminal(tmp_path):
     odd = tarfile.TarInfo("notMNIST_small/\udcff\udcfe-É/x.png")  # raw bytes ff fe
     odd.type = tarfile.SYMTYPE
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8",
-                      errors="surrogateescape") as tar:
+    with tarfile.open(
+        fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape"
+    ) as tar:
         for info, data in members + [(odd, None)]:
             tar.addfile(info, io.BytesIO(data) if data else None)
     archive = tmp_path / "odd.tar.gz"
     archive.write_bytes(gzip.compress(buffer.getvalue()))
-    code = "from notmnist.runtime import entry_point\nfrom notmnist.glyphs import read_glyphs\n" \
-           f"entry_point(lambda: print(read_glyphs({str(archive)!r}).names))()"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                            env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    code = (
+        "from notmnist.runtime import entry_point\nfrom notmnist.glyphs import read_glyphs\n"
+        f"entry_point(lambda: print(read_glyphs({str(archive)!r}).names))()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, env={**os.environ, "PYTHONIOENCODING": "ascii"}
+    )
     assert result.returncode == 2 and b"Traceback" not in result.stderr
     assert b"member 'notMNIST_small/\\xff\\xfe-\\xc9/x.png' is a link" in result.stderr
 
@@ -440,12 +495,20 @@ def test_extract_warns_and_predict_hints_when_glyphs_are_dark_on_light(tmp_path)
     stroke = np.where(np.arange(28) < 4, 0, 230).astype(np.uint8)[None].repeat(28, 0)  # mostly light, a dark bar
     members = {name: png_bytes(stroke) for name in glyph_members(per_class=2)}
     archive = write_tar(tmp_path / "inverted.tar.gz", members)
-    extract = subprocess.run([sys.executable, "-m", "stages.extract", str(archive), str(tmp_path / "out")],
-                             cwd=REPO, capture_output=True, text=True)
+    extract = subprocess.run(
+        [sys.executable, "-m", "stages.extract", str(archive), str(tmp_path / "out")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert extract.returncode == 0, extract.stderr
     assert "most glyphs are dark on a light ground" in extract.stderr
     model = tmp_path / "model.keras"
     model.write_bytes(b"not a model")  # the hint comes before the model is loaded
-    predict = subprocess.run([sys.executable, "-m", "notmnist", "predict", str(model),
-                              str(make_folder(tmp_path / "folder", members))], cwd=REPO, capture_output=True, text=True)
+    predict = subprocess.run(
+        [sys.executable, "-m", "notmnist", "predict", str(model), str(make_folder(tmp_path / "folder", members))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert "hint: most inputs are dark glyphs on a light ground" in predict.stderr and "--invert" in predict.stderr

@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_model import arrays, split_members, train_quick_model
 
 from helpers import LETTERS, REPO, png_bytes, real_members, run, write_tar
-from tiny_model import arrays, split_members, train_quick_model
 
 HELD_OUT = 10  # per letter, never seen in training
 
@@ -43,6 +43,7 @@ def write_folder(root, members):
 
 
 # grade
+
 
 def test_grade_cli_scores_an_archive_and_counts_undecodable_members(tmp_path, glyph_sets, model_path, model):
     from notmnist.metrics import scores
@@ -82,11 +83,20 @@ def test_grade_gives_the_same_report_for_a_folder_and_its_archive(tmp_path, glyp
     assert from_folder["images"] == len(held_out)
 
 
-@pytest.mark.parametrize("make_source, message", [
-    (lambda tmp: tmp / "missing.tar.gz", "missing.tar.gz not found"),
-    (lambda tmp: write_tar(tmp / "flat.tar.gz", {"a.png": png_bytes()}), "no readable PNG under letter folders A-J"),
-    (lambda tmp: (tmp / "junk.tar.gz").write_bytes(b"not gzip") and tmp / "junk.tar.gz", "not a gzip-compressed tar"),
-])
+@pytest.mark.parametrize(
+    "make_source, message",
+    [
+        (lambda tmp: tmp / "missing.tar.gz", "missing.tar.gz not found"),
+        (
+            lambda tmp: write_tar(tmp / "flat.tar.gz", {"a.png": png_bytes()}),
+            "no readable PNG under letter folders A-J",
+        ),
+        (
+            lambda tmp: (tmp / "junk.tar.gz").write_bytes(b"not gzip") and tmp / "junk.tar.gz",
+            "not a gzip-compressed tar",
+        ),
+    ],
+)
 def test_grade_refuses_a_bad_source_with_a_clear_error(tmp_path, model_path, make_source, message):
     result = command("grade", model_path, make_source(tmp_path), check=False)
     assert result.returncode == 2
@@ -100,6 +110,7 @@ def test_grade_refuses_a_missing_model(tmp_path, glyph_sets):
 
 
 # predict
+
 
 def test_predict_cli_names_the_folder_letter_for_most_held_out_glyphs(tmp_path, glyph_sets, model_path):
     folder = write_folder(tmp_path / "glyphs", glyph_sets[1])
@@ -119,8 +130,14 @@ def test_predict_cli_names_the_folder_letter_for_most_held_out_glyphs(tmp_path, 
 def test_predict_piped_into_head_stops_quietly(tmp_path, glyph_sets, model_path):
     folder = write_folder(tmp_path / "glyphs", glyph_sets[1])
     many = " ".join([str(folder)] * 40)  # enough JSON lines to overflow the pipe's buffer
-    result = subprocess.run(f"{sys.executable} -m notmnist predict {model_path} {many} --json | head -n 1",
-                            shell=True, cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        f"{sys.executable} -m notmnist predict {model_path} {many} --json | head -n 1",
+        shell=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert json.loads(result.stdout)["letter"] in "ABCDEFGHIJ"
     assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
 
@@ -139,8 +156,7 @@ def test_predict_table_and_archive_input_agree_with_the_models_own_predictions(t
     assert rows[0].split()[:3] == ["image", "letter", "prob"] and len(rows) == 13
 
 
-def test_predict_converts_other_sizes_and_modes_says_so_and_reports_what_it_skipped(tmp_path, glyph_sets,
-                                                                                     model_path):
+def test_predict_converts_other_sizes_and_modes_says_so_and_reports_what_it_skipped(tmp_path, glyph_sets, model_path):
     from PIL import Image
 
     glyph = next(iter(glyph_sets[1].values()))
@@ -189,10 +205,11 @@ def test_predict_refuses_a_missing_model_before_reading_anything(tmp_path):
 
 # evaluate.tta (test-time augmentation)
 
+
 def test_tta_averages_seeded_transformed_copies_and_is_off_at_zero(glyph_sets, model):
     from notmnist import params
-    from notmnist.runtime import PipelineError
     from notmnist.metrics import predict
+    from notmnist.runtime import PipelineError
     from notmnist.split import scale
 
     x = scale(arrays(glyph_sets[1])[0])

@@ -15,8 +15,15 @@ from notmnist.params import ParamsError, validate
 
 COMMITTED = yaml.safe_load((REPO / "params.yaml").read_text())
 DVC_STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-CUSTOM = {"architecture": "custom", "layers": [{"type": "Conv2D", "filters": 4}, {"type": "MaxPooling2D"},
-                                              {"type": "Flatten"}, {"type": "Dense", "units": 8}]}
+CUSTOM = {
+    "architecture": "custom",
+    "layers": [
+        {"type": "Conv2D", "filters": 4},
+        {"type": "MaxPooling2D"},
+        {"type": "Flatten"},
+        {"type": "Dense", "units": 8},
+    ],
+}
 
 
 def with_values(values):
@@ -67,20 +74,25 @@ def test_missing_keys_take_their_defaults():
 
 
 def test_yaml_exponent_without_a_dot_is_read_as_a_number():
-    raw = yaml.safe_load("train: {learning_rate: 1e-3}\nmodel: {architecture: custom, layers: [{type: Dense, "
-                         "units: 4, kernel_l2: 1e-4}]}")
+    raw = yaml.safe_load(
+        "train: {learning_rate: 1e-3}\nmodel: {architecture: custom, layers: [{type: Dense, "
+        "units: 4, kernel_l2: 1e-4}]}"
+    )
     assert raw["train"]["learning_rate"] == "1e-3"  # PyYAML follows YAML 1.1: no dot, no float
     checked = validate(raw)
     assert checked["train"]["learning_rate"] == 0.001
     assert checked["model"]["layers"][0]["kernel_l2"] == 0.0001
 
 
-@pytest.mark.parametrize("key, nearest", [
-    ("model.dropuot", "model.dropout"),
-    ("train.learnig_rate", "train.learning_rate"),
-    ("sed", "seed"),
-    ("model.augment.shfit", "model.augment.shift"),
-])
+@pytest.mark.parametrize(
+    "key, nearest",
+    [
+        ("model.dropuot", "model.dropout"),
+        ("train.learnig_rate", "train.learning_rate"),
+        ("sed", "seed"),
+        ("model.augment.shfit", "model.augment.shift"),
+    ],
+)
 def test_unknown_key_names_it_and_suggests_the_nearest(key, nearest):
     message = error_of({key: 1})
     assert f"unknown key '{key}' (did you mean '{nearest}'?)" in message
@@ -88,22 +100,25 @@ def test_unknown_key_names_it_and_suggests_the_nearest(key, nearest):
 
 def test_unknown_key_with_nothing_near_lists_the_valid_keys():
     assert f"unknown key 'evaluate.zzz'; valid keys here: {', '.join(params.Evaluate.model_fields)}" in error_of(
-        {"evaluate.zzz": 1})
+        {"evaluate.zzz": 1}
+    )
 
 
-@pytest.mark.parametrize("key, value, modern", [
-    ("train.lr", 0.1, "train.learning_rate"),
-    ("train.nb_epoch", 3, "train.epochs"),
-    ("model.layers.0.init", "he_normal", "kernel_initializer"),
-    ("model.layers.0.border_mode", "same", "padding"),
-    ("model.layers.0.W_regularizer", 0.01, "kernel_l2"),
-    ("model.layers.0.b_regularizer", 0.01, "bias_l2"),
-    ("model.layers.0.type", "Convolution2D", "Conv2D"),
-    ("model.layers.3.output_dim", 8, "units"),
-])
+@pytest.mark.parametrize(
+    "key, value, modern",
+    [
+        ("train.lr", 0.1, "train.learning_rate"),
+        ("train.nb_epoch", 3, "train.epochs"),
+        ("model.layers.0.init", "he_normal", "kernel_initializer"),
+        ("model.layers.0.border_mode", "same", "padding"),
+        ("model.layers.0.W_regularizer", 0.01, "kernel_l2"),
+        ("model.layers.0.b_regularizer", 0.01, "bias_l2"),
+        ("model.layers.0.type", "Convolution2D", "Conv2D"),
+        ("model.layers.3.output_dim", 8, "units"),
+    ],
+)
 def test_keras1_name_gives_the_modern_equivalent(key, value, modern):
-    message = error_of({"model.architecture": "custom", "model.layers": copy.deepcopy(CUSTOM["layers"]),
-                        key: value})
+    message = error_of({"model.architecture": "custom", "model.layers": copy.deepcopy(CUSTOM["layers"]), key: value})
     name = key.rsplit(".", 1)[-1] if not key.endswith(".type") else value
     assert f"'{name}' is a Keras 1 name; use {modern}" in message
 
@@ -116,14 +131,17 @@ def field_of(key):
     return model.model_fields[name]
 
 
-@pytest.mark.parametrize("key, value, problem", [
-    ("model.dropout", 1.5, "is out of range"),
-    ("train.epochs", -1, "is out of range"),
-    ("train.learning_rate", "fast", "is not a number"),
-    ("train.batch_size", 2.5, "is not a whole number"),
-    ("model.hidden_size", True, "is not a number"),
-    ("model.filters", [8, 0], "is out of range"),
-])
+@pytest.mark.parametrize(
+    "key, value, problem",
+    [
+        ("model.dropout", 1.5, "is out of range"),
+        ("train.epochs", -1, "is out of range"),
+        ("train.learning_rate", "fast", "is not a number"),
+        ("train.batch_size", 2.5, "is not a whole number"),
+        ("model.hidden_size", True, "is not a number"),
+        ("model.filters", [8, 0], "is out of range"),
+    ],
+)
 def test_wrong_type_or_range_names_key_value_and_allowed_range(key, value, problem):
     message = error_of({key: value})
     bad = value[-1] if isinstance(value, list) else value
@@ -136,18 +154,20 @@ def test_flag_must_be_true_or_false():
     assert "model.batch_norm: 'yes' is not true or false" in error_of({"model.batch_norm": "yes"})
 
 
-@pytest.mark.parametrize("key, value, valid", [
-    ("train.optimizer", "adamax", get_args(field_of("train.optimizer").annotation)),
-    ("train.schedule", "linear", get_args(field_of("train.schedule").annotation)),
-    ("model.activation", "Relu", params.ACTIVATIONS),
-    ("model.init", "xavier", params.INITIALIZERS),
-    ("model.layers.3.activation", "swishy", params.ACTIVATIONS),
-    ("model.layers.3.kernel_initializer", "xavier", params.INITIALIZERS),
-    ("model.layers.1.type", "Conv3D", tuple(params.LAYERS)),
-])
+@pytest.mark.parametrize(
+    "key, value, valid",
+    [
+        ("train.optimizer", "adamax", get_args(field_of("train.optimizer").annotation)),
+        ("train.schedule", "linear", get_args(field_of("train.schedule").annotation)),
+        ("model.activation", "Relu", params.ACTIVATIONS),
+        ("model.init", "xavier", params.INITIALIZERS),
+        ("model.layers.3.activation", "swishy", params.ACTIVATIONS),
+        ("model.layers.3.kernel_initializer", "xavier", params.INITIALIZERS),
+        ("model.layers.1.type", "Conv3D", tuple(params.LAYERS)),
+    ],
+)
 def test_unknown_name_lists_the_valid_names(key, value, valid):
-    message = error_of({"model.architecture": "custom", "model.layers": copy.deepcopy(CUSTOM["layers"]),
-                        key: value})
+    message = error_of({"model.architecture": "custom", "model.layers": copy.deepcopy(CUSTOM["layers"]), key: value})
     assert f"{key}: unknown" in message and f"{value!r}" in message
     assert ", ".join(valid) in message
 
@@ -165,14 +185,24 @@ def test_custom_layers_need_their_required_keys():
 
 def test_custom_architecture_needs_a_layer_list_and_a_layer_list_needs_custom():
     assert "model.layers: model.architecture is custom, so list its layers" in error_of(
-        {"model.architecture": "custom", "model.layers": []})
+        {"model.architecture": "custom", "model.layers": []}
+    )
     assert "model.layers: a layer list is only used with model.architecture: custom" in error_of(
-        {"model.architecture": "cnn", "model.layers": [{"type": "Flatten"}]})
+        {"model.architecture": "cnn", "model.layers": [{"type": "Flatten"}]}
+    )
 
 
 def test_layers_inherit_model_init_and_l2_unless_they_set_their_own():
-    checked = validate(with_values({"model.architecture": "custom", "model.init": "orthogonal", "model.l2": 0.02,
-                                    "model.layers": [{"type": "Dense", "units": 4, "bias_l2": 0.5}]}))
+    checked = validate(
+        with_values(
+            {
+                "model.architecture": "custom",
+                "model.init": "orthogonal",
+                "model.l2": 0.02,
+                "model.layers": [{"type": "Dense", "units": 4, "bias_l2": 0.5}],
+            }
+        )
+    )
     layer = checked["model"]["layers"][0]
     assert (layer["kernel_initializer"], layer["kernel_l2"], layer["bias_l2"]) == ("orthogonal", 0.02, 0.5)
 
@@ -208,8 +238,11 @@ def test_rerun_stages_follow_params_then_outputs_downstream():
 
 def test_every_schema_key_reruns_at_least_the_stage_that_reads_it():
     for key in SCHEMA_KEYS:
-        readers = [name for name, stage in DVC_STAGES.items()
-                   if any(key == p or key.startswith(f"{p}.") for p in stage.get("params", []))]
+        readers = [
+            name
+            for name, stage in DVC_STAGES.items()
+            if any(key == p or key.startswith(f"{p}.") for p in stage.get("params", []))
+        ]
         rerun = reference.rerun_stages(key, DVC_STAGES)
         assert readers and set(readers) <= set(rerun), key
 
@@ -222,6 +255,7 @@ def test_docs_hold_the_generators_tables():
 
 
 # ---- the file itself: what PyYAML accepts silently is refused ----
+
 
 def load_error(tmp_path, text):
     path = tmp_path / "params.yaml"
@@ -240,8 +274,9 @@ def test_duplicate_key_is_refused_naming_it_and_both_lines(tmp_path):
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n"])
 def test_empty_file_is_refused_with_the_way_back(tmp_path, text):
-    assert load_error(tmp_path, text).endswith("params.yaml is empty; copy the defaults from git: "
-                                               "git checkout params.yaml")
+    assert load_error(tmp_path, text).endswith(
+        "params.yaml is empty; copy the defaults from git: git checkout params.yaml"
+    )
 
 
 def test_alias_bomb_is_refused_at_its_first_alias(tmp_path):
@@ -253,7 +288,9 @@ def test_alias_bomb_is_refused_at_its_first_alias(tmp_path):
 
 
 def test_a_single_alias_is_refused_too(tmp_path):
-    text = (REPO / "params.yaml").read_text().replace("seed: 42", "seed: &s 42").replace("split_seed: 0", "split_seed: *s")
+    text = (
+        (REPO / "params.yaml").read_text().replace("seed: 42", "seed: &s 42").replace("split_seed: 0", "split_seed: *s")
+    )
     assert "YAML alias '*s' refused" in load_error(tmp_path, text)
 
 
@@ -275,11 +312,14 @@ def test_committed_file_loads_to_what_validate_gives(tmp_path):
 
 # ---- networks that cannot exist, or cannot fit in memory ----
 
+
 @pytest.mark.parametrize("architecture", ["cnn", "vgg"])
 def test_more_pooling_blocks_than_the_image_allows_are_refused(architecture):
     message = error_of({"model.architecture": architecture, "model.filters": [8] * 5})
-    assert (f"model.filters: [8, 8, 8, 8, 8] pools the 28x28 image below 1x1 in {architecture} "
-            "(28 -> 14 -> 7 -> 3 -> 1 -> 0); use at most 4 items") in message
+    assert (
+        f"model.filters: [8, 8, 8, 8, 8] pools the 28x28 image below 1x1 in {architecture} "
+        "(28 -> 14 -> 7 -> 3 -> 1 -> 0); use at most 4 items"
+    ) in message
     validate(with_values({"model.architecture": architecture, "model.filters": [8] * 4}))
 
 
@@ -288,17 +328,30 @@ def test_resnet_pools_with_padding_same_so_any_depth_fits_and_lenet5_is_fixed():
     validate(with_values({"model.architecture": "lenet5", "model.filters": [8] * 9}))
 
 
-@pytest.mark.parametrize("layers, problem", [
-    ([{"type": "MaxPooling2D", "pool_size": 28}, {"type": "MaxPooling2D"}],
-     "model.layers.1 (MaxPooling2D) cannot take an input of shape (1, 1, 1): its output would be 0x0"),
-    ([{"type": "Conv2D", "filters": 2, "kernel_size": 5, "strides": 5, "padding": "valid"},
-      {"type": "Conv2D", "filters": 2, "kernel_size": 7, "padding": "valid"}],
-     "model.layers.1 (Conv2D) cannot take an input of shape (5, 5, 2): its output would be -1x-1"),
-    ([{"type": "Flatten"}, {"type": "Conv2D", "filters": 2}],
-     "model.layers.1 (Conv2D) cannot take an input of shape (784,): it needs an image"),
-    ([{"type": "Dense", "units": 4}, {"type": "GlobalAveragePooling2D"}],
-     "model.layers.1 (GlobalAveragePooling2D) cannot take an input of shape (4,): it needs an image"),
-])
+@pytest.mark.parametrize(
+    "layers, problem",
+    [
+        (
+            [{"type": "MaxPooling2D", "pool_size": 28}, {"type": "MaxPooling2D"}],
+            "model.layers.1 (MaxPooling2D) cannot take an input of shape (1, 1, 1): its output would be 0x0",
+        ),
+        (
+            [
+                {"type": "Conv2D", "filters": 2, "kernel_size": 5, "strides": 5, "padding": "valid"},
+                {"type": "Conv2D", "filters": 2, "kernel_size": 7, "padding": "valid"},
+            ],
+            "model.layers.1 (Conv2D) cannot take an input of shape (5, 5, 2): its output would be -1x-1",
+        ),
+        (
+            [{"type": "Flatten"}, {"type": "Conv2D", "filters": 2}],
+            "model.layers.1 (Conv2D) cannot take an input of shape (784,): it needs an image",
+        ),
+        (
+            [{"type": "Dense", "units": 4}, {"type": "GlobalAveragePooling2D"}],
+            "model.layers.1 (GlobalAveragePooling2D) cannot take an input of shape (4,): it needs an image",
+        ),
+    ],
+)
 def test_custom_layer_keras_would_refuse_is_named_by_arithmetic(layers, problem):
     assert problem in error_of({"model.architecture": "custom", "model.layers": layers})
 
@@ -306,15 +359,21 @@ def test_custom_layer_keras_would_refuse_is_named_by_arithmetic(layers, problem)
 GIB = 2**30
 
 
-@pytest.mark.parametrize("values, key", [
-    ({"model.architecture": "mlp", "model.hidden_size": 65536, "model.hidden_layers": 2}, "model.hidden_size"),
-    ({"model.filters": [32, 64, 65536]}, "model.filters"),
-    ({"model.architecture": "custom", "model.layers": [{"type": "Dense", "units": 2**20}]}, "model.layers.0"),
-])
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"model.architecture": "mlp", "model.hidden_size": 65536, "model.hidden_layers": 2}, "model.hidden_size"),
+        ({"model.filters": [32, 64, 65536]}, "model.filters"),
+        ({"model.architecture": "custom", "model.layers": [{"type": "Dense", "units": 2**20}]}, "model.layers.0"),
+    ],
+)
 def test_weights_beyond_half_the_memory_are_refused_naming_the_key_to_lower(monkeypatch, values, key):
     monkeypatch.setattr(params, "memory_budget", lambda: 4 * GIB)
     message = error_of(values)
-    assert f"{key}: the network has ~" in message and f"more than half of this machine's 8.0 GiB of memory; lower {key}" in message
+    assert (
+        f"{key}: the network has ~" in message
+        and f"more than half of this machine's 8.0 GiB of memory; lower {key}" in message
+    )
 
 
 def test_activations_of_one_batch_beyond_half_the_memory_are_refused(monkeypatch):
@@ -333,17 +392,28 @@ def test_ensemble_members_count_in_the_memory_estimate(monkeypatch):
     assert "model.hidden_size: the network has" in error_of({**wide, "train.ensemble": 3})
 
 
-@pytest.mark.parametrize("model", [
-    {},
-    {"architecture": "mlp", "hidden_layers": 3, "batch_norm": False},
-    {"architecture": "vgg", "filters": [4, 8]},
-    {"architecture": "lenet5"},
-    {"architecture": "resnet", "filters": [4, 8, 8, 16, 16, 16]},
-    {"architecture": "custom", "layers": [
-        {"type": "Conv2D", "filters": 3, "kernel_size": 5, "strides": 2, "padding": "valid"},
-        {"type": "BatchNormalization"}, {"type": "PReLU"}, {"type": "MaxPooling2D", "pool_size": 3},
-        {"type": "Conv2D", "filters": 4}, {"type": "GlobalAveragePooling2D"}, {"type": "Dense", "units": 7}]},
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {},
+        {"architecture": "mlp", "hidden_layers": 3, "batch_norm": False},
+        {"architecture": "vgg", "filters": [4, 8]},
+        {"architecture": "lenet5"},
+        {"architecture": "resnet", "filters": [4, 8, 8, 16, 16, 16]},
+        {
+            "architecture": "custom",
+            "layers": [
+                {"type": "Conv2D", "filters": 3, "kernel_size": 5, "strides": 2, "padding": "valid"},
+                {"type": "BatchNormalization"},
+                {"type": "PReLU"},
+                {"type": "MaxPooling2D", "pool_size": 3},
+                {"type": "Conv2D", "filters": 4},
+                {"type": "GlobalAveragePooling2D"},
+                {"type": "Dense", "units": 7},
+            ],
+        },
+    ],
+)
 def test_arithmetic_counts_the_parameters_keras_builds(model):
     from notmnist.models import build_model
 
@@ -355,10 +425,13 @@ def test_arithmetic_counts_the_parameters_keras_builds(model):
 
 # ---- the same errors through `dvc exp run -S`, in a throw-away repository ----
 
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    tiny = {"model": {**CUSTOM, "augment": {"shift": 0.0, "rotation": 0.0, "zoom": 0.0}},
-            "train": {"epochs": 1, "batch_size": 64}}
+    tiny = {
+        "model": {**CUSTOM, "augment": {"shift": 0.0, "rotation": 0.0, "zoom": 0.0}},
+        "train": {"epochs": 1, "batch_size": 64},
+    }
     repo = make_project(tmp_path_factory.mktemp("params_project"), glyph_members(per_class=10), params=tiny)
     run(["dvc", "repro"], repo)
     run(["git", "add", "-A"], repo)
@@ -372,15 +445,21 @@ def outputs(repo):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("override, message", [
-    ("+train.lr=0.1", "train.lr: 'lr' is a Keras 1 name; use train.learning_rate"),
-    ("model.layers.0.type=Convolution2D", "'Convolution2D' is a Keras 1 name; use Conv2D"),
-    ("+model.layers.0.border_mode=same", "model.layers.0.border_mode: 'border_mode' is a Keras 1 name; use padding"),
-    ("+model.layers.0.init=he_normal", "model.layers.0.init: 'init' is a Keras 1 name; use kernel_initializer"),
-    ("model.layers.1.type=Conv3D", "valid layers: " + ", ".join(params.LAYERS)),
-    ("+model.layers.3.activation=swishy", "valid names: " + ", ".join(params.ACTIVATIONS)),
-    ("+model.layers.0.kernel_initializer=xavier", "valid names: " + ", ".join(params.INITIALIZERS)),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+train.lr=0.1", "train.lr: 'lr' is a Keras 1 name; use train.learning_rate"),
+        ("model.layers.0.type=Convolution2D", "'Convolution2D' is a Keras 1 name; use Conv2D"),
+        (
+            "+model.layers.0.border_mode=same",
+            "model.layers.0.border_mode: 'border_mode' is a Keras 1 name; use padding",
+        ),
+        ("+model.layers.0.init=he_normal", "model.layers.0.init: 'init' is a Keras 1 name; use kernel_initializer"),
+        ("model.layers.1.type=Conv3D", "valid layers: " + ", ".join(params.LAYERS)),
+        ("+model.layers.3.activation=swishy", "valid names: " + ", ".join(params.ACTIVATIONS)),
+        ("+model.layers.0.kernel_initializer=xavier", "valid names: " + ", ".join(params.INITIALIZERS)),
+    ],
+)
 def test_exp_run_with_a_bad_value_fails_with_the_same_error_and_writes_nothing(project, override, message):
     before = outputs(project)
     result = run(["dvc", "exp", "run", "-S", override], project, check=False)

@@ -38,31 +38,41 @@ def test_exp_run_reruns_only_train_and_evaluate_and_metrics_diff_compares(projec
     result = run(["dvc", "exp", "run", "-S", "model.dropout=0.3"], project)
     assert ran_stages(result.stdout) == ["check", "train", "evaluate"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    dropouts = [exp["data"]["params"]["params.yaml"]["data"]["model"]["dropout"]
-                for commit in shown for exp in (commit.get("experiments") or []) for exp in exp["revs"]]
+    dropouts = [
+        exp["data"]["params"]["params.yaml"]["data"]["model"]["dropout"]
+        for commit in shown
+        for exp in (commit.get("experiments") or [])
+        for exp in exp["revs"]
+    ]
     assert 0.3 in dropouts
     diff = json.loads(run(["dvc", "metrics", "diff", "--all", "--json"], project).stdout)
     assert "test.accuracy" in diff["metrics/evaluate.json"]
 
 
-@pytest.mark.parametrize("key, value, stages", [
-    ("data.split_seed", "3", ["preprocess", "train", "evaluate"]),
-    ("train.epochs", "2", ["train", "evaluate"]),
-    ("evaluate.batch_size", "64", ["evaluate"]),
-])
+@pytest.mark.parametrize(
+    "key, value, stages",
+    [
+        ("data.split_seed", "3", ["preprocess", "train", "evaluate"]),
+        ("train.epochs", "2", ["train", "evaluate"]),
+        ("evaluate.batch_size", "64", ["evaluate"]),
+    ],
+)
 def test_a_param_reruns_only_the_stages_that_read_it(project, key, value, stages):
     result = run(["dvc", "exp", "run", "-S", f"{key}={value}"], project)
     assert ran_stages(result.stdout) == ["check", *stages]  # check's output bytes never change
 
 
-@pytest.mark.parametrize("override, message", [
-    ("+model.dropuot=0.3", "did you mean 'model.dropout'"),  # '+' adds a key; DVC itself refuses plain -S
-    ("model.dropuot=0.3", "model.dropuot"),
-    ("model.dropout=1.5", "model.dropout: 1.5 is out of range"),
-    ("train.learning_rate=fast", "train.learning_rate: 'fast' is not a number"),
-    ("train.optimizer=adamax", "train.optimizer: unknown value 'adamax'"),
-    ("train.epochs=0", "train.epochs: 0 is out of range"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+model.dropuot=0.3", "did you mean 'model.dropout'"),  # '+' adds a key; DVC itself refuses plain -S
+        ("model.dropuot=0.3", "model.dropuot"),
+        ("model.dropout=1.5", "model.dropout: 1.5 is out of range"),
+        ("train.learning_rate=fast", "train.learning_rate: 'fast' is not a number"),
+        ("train.optimizer=adamax", "train.optimizer: unknown value 'adamax'"),
+        ("train.epochs=0", "train.epochs: 0 is out of range"),
+    ],
+)
 def test_bad_param_fails_before_any_output_is_removed(project, override, message):
     before = (project / "models/model.keras").read_bytes()
     metrics = (project / "metrics/evaluate.json").read_bytes()

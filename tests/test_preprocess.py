@@ -82,6 +82,7 @@ def test_scale_gives_float32_in_unit_range_with_a_channel_axis():
 
 # --- coverage: every split holds every letter the data has --------------------------------------
 
+
 def distinct_images(per_letter, seed=0):
     """Distinct random glyphs, `per_letter[i]` of letter i, each its own font."""
     rng = np.random.default_rng(seed)
@@ -102,22 +103,29 @@ def test_a_letter_with_few_images_in_a_split_gets_a_warning_naming_it_and_the_co
     _, summary = split_dataset(*distinct_images([60] * 9 + [12]), DATA)
     warnings = coverage_warnings(summary)
     assert summary["per_class"]["val"]["J"] == 1 and summary["per_class"]["test"]["J"] == 1
-    assert warnings == [f"{split} holds fewer than 5 images of some letters (J 1): their per-letter scores there "
-                        "are coarse; add images of those letters" for split in ("val", "test")]
+    assert warnings == [
+        f"{split} holds fewer than 5 images of some letters (J 1): their per-letter scores there "
+        "are coarse; add images of those letters"
+        for split in ("val", "test")
+    ]
     assert coverage_warnings(split_dataset(*distinct_images([60] * 10), DATA)[1]) == []
 
 
 def test_identical_images_under_every_letter_say_so_not_larger_fractions():
     images = np.zeros((20, 28, 28), dtype=np.uint8)
     labels = np.arange(20, dtype=np.uint8) % 10
-    with pytest.raises(PipelineError, match="all 20 images were dropped: each one's exact pixels also appear under "
-                                            "another letter") as error:
+    with pytest.raises(
+        PipelineError, match="all 20 images were dropped: each one's exact pixels also appear under another letter"
+    ) as error:
         split_dataset(images, labels, np.array([f"x/{i}.png" for i in range(20)]), DATA)
     assert "larger fractions cannot help" in str(error.value)
 
 
 def test_too_few_distinct_images_for_three_splits_say_so_not_larger_fractions():
     images = np.zeros((20, 28, 28), dtype=np.uint8)  # one letter, one pixel array: one group
-    with pytest.raises(PipelineError, match="val split is empty: the 20 images form only 1 group.s. of identical "
-                                            "pixels.*larger fractions cannot help"):
+    with pytest.raises(
+        PipelineError,
+        match="val split is empty: the 20 images form only 1 group.s. of identical "
+        "pixels.*larger fractions cannot help",
+    ):
         split_dataset(images, np.zeros(20, dtype=np.uint8), np.array([f"A/{i}.png" for i in range(20)]), DATA)

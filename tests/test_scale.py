@@ -4,10 +4,8 @@ DVC remote carries data and model from one clone to another without retraining."
 
 import io
 import json
-import subprocess
 import sys
 import tarfile
-import zipfile
 
 import numpy as np
 import pytest
@@ -20,8 +18,13 @@ from notmnist.split import scale, split_dataset
 
 
 def same_glyphs(a, b):
-    return (a.images.shape == b.images.shape and (a.images == b.images).all() and (a.labels == b.labels).all()
-            and (a.names == b.names).all() and a.skipped == b.skipped)
+    return (
+        a.images.shape == b.images.shape
+        and (a.images == b.images).all()
+        and (a.labels == b.labels).all()
+        and (a.names == b.names).all()
+        and a.skipped == b.skipped
+    )
 
 
 @pytest.fixture
@@ -59,8 +62,11 @@ def test_chunked_splits_without_losing_items():
 def test_write_npz_streams_the_same_bytes_as_savez_with_fixed_dates(tmp_path):
     from notmnist.files import fixed_zip_times
 
-    arrays = {"x": np.random.default_rng(0).random((50, 28, 28, 1), dtype=np.float32),
-              "y": np.arange(50, dtype=np.uint8), "names": np.array([f"A/{i}.png" for i in range(50)])}
+    arrays = {
+        "x": np.random.default_rng(0).random((50, 28, 28, 1), dtype=np.float32),
+        "y": np.arange(50, dtype=np.uint8),
+        "names": np.array([f"A/{i}.png" for i in range(50)]),
+    }
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     write_npz(tmp_path / "a.npz", **arrays)
@@ -78,7 +84,9 @@ def test_split_dataset_still_splits_everything_once():
     images = rng.integers(0, 256, (200, 28, 28), dtype=np.uint8)
     labels = np.repeat(np.arange(10, dtype=np.uint8), 20)
     names = np.array([f"{'ABCDEFGHIJ'[label]}/font{i % 20}.png" for i, label in enumerate(labels)])
-    parts, summary = split_dataset(images, labels, names, {"val_fraction": 0.1, "test_fraction": 0.1, "split_seed": 0, "group_by_font": False})
+    parts, summary = split_dataset(
+        images, labels, names, {"val_fraction": 0.1, "test_fraction": 0.1, "split_seed": 0, "group_by_font": False}
+    )
     assert sum(len(parts[s][1]) for s in parts) == 200 == sum(summary["split_sizes"].values())
     assert all(parts[s][0].shape[1:] == (28, 28, 1) for s in parts)
 
@@ -93,8 +101,20 @@ def test_distribute_is_a_checked_parameter():
 def test_large_archive_generator_makes_unique_font_named_glyphs(tmp_path):
     source = write_tar(tmp_path / "small.tar.gz", glyph_members(per_class=3))
     out = tmp_path / "large.tar.gz"
-    run([sys.executable, str(REPO / "bench/make_large_archive.py"), str(out), "--images", "95",
-         "--source", str(source), "--workers", "2"], REPO)
+    run(
+        [
+            sys.executable,
+            str(REPO / "bench/make_large_archive.py"),
+            str(out),
+            "--images",
+            "95",
+            "--source",
+            str(source),
+            "--workers",
+            "2",
+        ],
+        REPO,
+    )
     with tarfile.open(out) as tar:
         names = tar.getnames()
     assert names == sorted(names) and len(set(names)) == 95

@@ -108,8 +108,15 @@ class Repro:
 
     def __init__(self, repo, *args, command=("dvc", "repro")):
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        self.process = subprocess.Popen([*command, *args], cwd=repo, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.process = subprocess.Popen(
+            [*command, *args],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.lines = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
         self.reader.start()
@@ -161,7 +168,7 @@ def test_sigkill_in_a_stage_leaves_nothing_valid_and_the_next_repro_recovers(cra
     repro.wait_for_stage(stage)
     time.sleep(delay)
     repro.kill()
-    later = STAGES[STAGES.index(stage) + 1:]
+    later = STAGES[STAGES.index(stage) + 1 :]
     assert not set(later) & set(ran_stages(repro.output)), "killed too late: a later stage had started"
     assert stage in changed_stages(crash_project), "DVC records the killed stage's outputs as valid"
 
@@ -192,8 +199,13 @@ def test_a_second_repro_fails_at_once_and_the_first_finishes_unharmed(project, r
 def test_diverging_training_names_the_epoch_and_saves_no_model(project):
     # params cap learning_rate at 10; with an L2 penalty of 1 each SGD step multiplies the kernels by
     # about 1 - 2 * 10 * 1 = -19, so they overflow float32 within a few dozen steps
-    set_params(project, {"model": {"l2": 1.0}, "train": {"optimizer": "sgd", "learning_rate": 10.0,
-                                                         "schedule": "constant", "epochs": 3, "batch_size": 8}})
+    set_params(
+        project,
+        {
+            "model": {"l2": 1.0},
+            "train": {"optimizer": "sgd", "learning_rate": 10.0, "schedule": "constant", "epochs": 3, "batch_size": 8},
+        },
+    )
     try:
         result = run(["dvc", "repro"], project, check=False)
         message = result.stdout + result.stderr
@@ -209,10 +221,13 @@ def test_diverging_training_names_the_epoch_and_saves_no_model(project):
 
 # --- a failed run costs nothing; one experiment at a time ---------------------------------------
 
+
 def workspace(repo):
     """{path: bytes} of everything a run could lose: model, metrics (timing too), plots, params."""
     paths = [p for p in sorted((repo / "metrics").rglob("*")) if p.is_file()]
-    return {str(p.relative_to(repo)): p.read_bytes() for p in [*paths, repo / "models/model.keras", repo / "params.yaml"]}
+    return {
+        str(p.relative_to(repo)): p.read_bytes() for p in [*paths, repo / "models/model.keras", repo / "params.yaml"]
+    }
 
 
 @slow
@@ -225,10 +240,16 @@ def test_a_parameter_change_reruns_check_and_then_only_the_stages_that_read_it(p
 
 
 @slow
-@pytest.mark.parametrize("override, message", [("train.batch_size=0", "train.batch_size: 0 is out of range"),
-                                               ("model.dropout=1.5", "model.dropout: 1.5 is out of range")])
-def test_a_bad_exp_run_value_changes_no_output_and_the_undo_restores_the_last_good_state(project, reference, override,
-                                                                                        message):
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.batch_size=0", "train.batch_size: 0 is out of range"),
+        ("model.dropout=1.5", "model.dropout: 1.5 is out of range"),
+    ],
+)
+def test_a_bad_exp_run_value_changes_no_output_and_the_undo_restores_the_last_good_state(
+    project, reference, override, message
+):
     before = workspace(project)
     result = run(["dvc", "exp", "run", "-S", override], project, check=False)
     assert result.returncode != 0 and message in result.stdout + result.stderr
@@ -261,14 +282,19 @@ def test_a_second_exp_run_is_refused_and_the_first_saves_nothing_it_would_mix(pr
 
 # --- fast: refusals before any work -------------------------------------------------------------
 
+
 def test_the_check_stage_refuses_a_bad_file_and_writes_constant_bytes_for_any_good_one(tmp_path):
     settings = yaml.safe_load((REPO / "params.yaml").read_text())
     passed = []
     for name, dropout in (("a", 0.1), ("b", 0.4), ("bad", 7.0)):
-        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**settings, "model": {**settings["model"],
-                                                                                       "dropout": dropout}}))
-        result = run([sys.executable, "-m", "stages.check", str(tmp_path / f"{name}.yaml"), str(tmp_path / f"{name}.ok")],
-                     REPO, check=False)
+        (tmp_path / f"{name}.yaml").write_text(
+            yaml.safe_dump({**settings, "model": {**settings["model"], "dropout": dropout}})
+        )
+        result = run(
+            [sys.executable, "-m", "stages.check", str(tmp_path / f"{name}.yaml"), str(tmp_path / f"{name}.ok")],
+            REPO,
+            check=False,
+        )
         passed.append((result.returncode, (tmp_path / f"{name}.ok").read_bytes() if result.returncode == 0 else None))
     assert passed[0] == passed[1] == (0, b"params.yaml passed the schema check\n")
     assert passed[2] == (2, None) and not (tmp_path / "bad.ok").exists()
@@ -284,12 +310,15 @@ def test_a_rewritten_params_file_is_caught_before_saving(tmp_path):
         files.refuse_changed_params(started_with, path)
 
 
-@pytest.mark.parametrize("layout, message", [
-    ("models_is_a_file", "cannot write models/model.keras: models is a file, not a folder"),
-    ("model_is_a_folder", "cannot write models/model.keras: it is a folder, and this output is a file"),
-    ("metrics_train_is_a_file", "cannot write metrics/train: it is a file, and this output is a folder"),
-    ("read_only_models", "the folder models is not writable"),
-])
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ("models_is_a_file", "cannot write models/model.keras: models is a file, not a folder"),
+        ("model_is_a_folder", "cannot write models/model.keras: it is a folder, and this output is a file"),
+        ("metrics_train_is_a_file", "cannot write metrics/train: it is a file, and this output is a folder"),
+        ("read_only_models", "the folder models is not writable"),
+    ],
+)
 def test_train_refuses_an_unwritable_output_before_loading_data_or_tensorflow(tmp_path, layout, message):
     """No data/processed exists here: the stage must stop at the output check, right after params."""
     (tmp_path / "params.yaml").write_bytes((REPO / "params.yaml").read_bytes())
@@ -304,8 +333,13 @@ def test_train_refuses_an_unwritable_output_before_loading_data_or_tensorflow(tm
         if os.geteuid() == 0:
             pytest.skip("root writes into read-only folders; the other layouts cover this check")
         (tmp_path / "models").mkdir(mode=0o555)
-    result = subprocess.run([sys.executable, "-m", "stages.train", "data/processed", "models/model.keras"],
-                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.train", "data/processed", "models/model.keras"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "not found" not in result.stderr
 
@@ -317,11 +351,15 @@ def test_grade_refuses_an_output_that_is_one_of_its_inputs(tmp_path):
     folder = tmp_path / "glyphs"
     folder.mkdir()
     before = {path: path.read_bytes() for path in (model, archive)}
-    for out, message in ((model, "is also an input"), (archive, "is also an input"),
-                         (folder / "report.json", "lies inside the input folder")):
+    for out, message in (
+        (model, "is also an input"),
+        (archive, "is also an input"),
+        (folder / "report.json", "lies inside the input folder"),
+    ):
         source = folder if out.parent == folder else archive
-        result = run([sys.executable, "-m", "notmnist", "grade", str(model), str(source), "--out", str(out)], REPO,
-                     check=False)
+        result = run(
+            [sys.executable, "-m", "notmnist", "grade", str(model), str(source), "--out", str(out)], REPO, check=False
+        )
         assert result.returncode == 2 and message in result.stderr, result.stderr
     assert {path: path.read_bytes() for path in (model, archive)} == before and not any(folder.iterdir())
 

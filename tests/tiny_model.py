@@ -5,9 +5,9 @@ import numpy as np
 
 from helpers import LETTERS
 from notmnist import params
-from notmnist.runtime import setup_tensorflow
-from notmnist.models import save_model
 from notmnist.glyphs import BadGlyph, decode_png
+from notmnist.models import save_model
+from notmnist.runtime import setup_tensorflow
 from notmnist.split import scale
 
 # A small CNN that reaches ~80% on held-out fonts in a few seconds; augmentation stays on, so
