@@ -7,6 +7,7 @@
     notmnist params [--check | --table] [PATH]        check params.yaml, or print its reference
     notmnist compare MODEL_A MODEL_B [--split NPZ]    accuracies with 95% intervals, McNemar's exact test
     notmnist seeds [--all-commits]                    mean and sd over seeds per configuration (dvc exp show)
+    notmnist restore                                  back to the last commit after a failed run
 TensorFlow's own log lines stay hidden unless --verbose (or NOTMNIST_VERBOSE=1) is given.
 """
 
@@ -14,7 +15,7 @@ import argparse
 import os
 import sys
 
-from notmnist import compare, export, grade, plots, predict, seeds
+from notmnist import compare, export, grade, plots, predict, restore, seeds
 from notmnist.runtime import entry_point
 
 
@@ -49,7 +50,7 @@ def parser():
     )
     main_parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     subparsers = main_parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
-    for module in (grade, predict, export, plots, compare, seeds):
+    for module in (grade, predict, export, plots, compare, seeds, restore):
         module.add_parser(subparsers)
     add_params_parser(subparsers)
     return main_parser

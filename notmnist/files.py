@@ -136,8 +136,7 @@ def refuse_changed_params(fingerprint, path=PARAMS):
             f"{path} changed while this stage ran (a second `dvc exp run` in this workspace, or an "
             "editor); nothing was saved, since the results would mix two sets of parameters. Run one "
             "experiment at a time in a workspace: queue the others with `dvc exp run --queue -S ...` "
-            "and `dvc queue start`; restore the last good state with `touch params.yaml dvc.lock && "
-            "git checkout HEAD -- params.yaml dvc.lock metrics && dvc checkout --force`"
+            "and `dvc queue start`; return to the last commit with `notmnist restore`"
         )
 
 

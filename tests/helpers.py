@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_ARCHIVE = Path(os.environ.get("NOTMNIST_ARCHIVE", REPO.parent / "shared/data/notMNIST_small.tar.gz"))
 LETTERS = "ABCDEFGHIJ"
 # The README's way back to the last committed state after any failed run (tests run it verbatim).
-UNDO = "touch params.yaml dvc.lock && git checkout HEAD -- params.yaml dvc.lock metrics && dvc checkout --force"
+UNDO = "notmnist restore"
 
 # A model small enough to train in seconds: the knobs a tiny end-to-end run needs.
 TINY_PARAMS = {

@@ -83,9 +83,9 @@ def test_bad_param_fails_before_any_output_is_removed(project, override, message
     # the check stage fails first, before DVC removes any other stage's outputs
     model = project / "models/model.keras"
     assert model.read_bytes() == before and (project / "metrics/evaluate.json").read_bytes() == metrics
-    run(["bash", "-c", UNDO], project)  # the README's undo
-    assert model.read_bytes() == before
-    assert "up to date" in run(["dvc", "status"], project).stdout
+    run(["bash", "-c", UNDO], project)  # the README's undo: back to the committed baseline
+    assert run(["git", "status", "--porcelain", "params.yaml", "dvc.lock"], project).stdout == ""
+    assert "up to date" in run(["dvc", "status"], project).stdout  # outputs match the committed dvc.lock
 
 
 def test_the_readme_gives_the_undo_the_tests_run():

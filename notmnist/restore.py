@@ -1,0 +1,57 @@
+"""restore: back to the last commit after a failed or refused run, with nothing half-done left.
+
+    notmnist restore
+writes HEAD's params.yaml, dvc.lock and Git-tracked metrics/ files over the workspace's, then
+`dvc checkout --force` puts back every DVC output (model, data, logs) those records name.
+Uncommitted edits of params.yaml are lost: commit them first if you want to keep them.
+
+Not `git checkout HEAD -- params.yaml ...`: after `dvc exp run` rewrites a file to the same length,
+Git can take it as unchanged and leave it as it is (seen with DVC 3.67), so this writes each file's
+committed bytes itself.
+"""
+
+import argparse
+import subprocess
+import sys
+
+from notmnist.files import write_bytes
+from notmnist.runtime import PipelineError
+
+RECORDS = ("params.yaml", "dvc.lock", "metrics")
+
+
+def git(*args):
+    result = subprocess.run(["git", *args], capture_output=True)
+    if result.returncode != 0:
+        raise PipelineError(
+            f"`git {' '.join(args)}` failed: {result.stderr.decode(errors='replace').strip()}; "
+            "run notmnist restore at the root of the project's Git repository"
+        )
+    return result.stdout
+
+
+def restore():
+    """Rewrite the committed records, then check out DVC's outputs; returns the files written."""
+    names = git("ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *RECORDS).decode().split("\0")
+    names = [name for name in names if name]
+    for name in names:
+        write_bytes(name, git("show", f"HEAD:{name}"))
+    result = subprocess.run([sys.executable, "-m", "dvc", "checkout", "--force"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PipelineError(f"`dvc checkout --force` failed: {(result.stderr or result.stdout).strip()}")
+    return names
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "restore",
+        description=__doc__,
+        help=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args):
+    names = restore()
+    print(f"restore: {len(names)} committed files rewritten ({', '.join(names)}); DVC outputs checked out")
