@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from helpers import REPO, glyph_members, make_project, ran_stages, run
-from notmnist import params, reference
+from notmnist import capacity, params, reference
 from notmnist.params import ParamsError, validate
 
 COMMITTED = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -368,7 +368,7 @@ GIB = 2**30
     ],
 )
 def test_weights_beyond_half_the_memory_are_refused_naming_the_key_to_lower(monkeypatch, values, key):
-    monkeypatch.setattr(params, "memory_budget", lambda: 4 * GIB)
+    monkeypatch.setattr(capacity, "memory_budget", lambda: 4 * GIB)
     message = error_of(values)
     assert (
         f"{key}: the network has ~" in message
@@ -377,7 +377,7 @@ def test_weights_beyond_half_the_memory_are_refused_naming_the_key_to_lower(monk
 
 
 def test_activations_of_one_batch_beyond_half_the_memory_are_refused(monkeypatch):
-    monkeypatch.setattr(params, "memory_budget", lambda: GIB)
+    monkeypatch.setattr(capacity, "memory_budget", lambda: GIB)
     validate(COMMITTED)  # the default network trains in far less
     message = error_of({"train.batch_size": 65536, "evaluate.batch_size": 65536})
     assert "train.batch_size: 65536 images x " in message and "lower train.batch_size (or model.filters)" in message
@@ -386,8 +386,8 @@ def test_activations_of_one_batch_beyond_half_the_memory_are_refused(monkeypatch
 
 def test_ensemble_members_count_in_the_memory_estimate(monkeypatch):
     wide = {"model.architecture": "mlp", "model.hidden_size": 16384}
-    rows, _ = params.network_shapes(params.preset_layers(validate(with_values(wide))["model"]))
-    monkeypatch.setattr(params, "memory_budget", lambda: 4 * sum(count for *_, count in rows) * 5)
+    rows, _ = capacity.network_shapes(capacity.preset_layers(validate(with_values(wide))["model"]))
+    monkeypatch.setattr(capacity, "memory_budget", lambda: 4 * sum(count for *_, count in rows) * 5)
     validate(with_values({**wide, "train.ensemble": 2}))  # 5 copies: weights, gradients, 2 moments, the first member
     assert "model.hidden_size: the network has" in error_of({**wide, "train.ensemble": 3})
 
@@ -418,7 +418,7 @@ def test_arithmetic_counts_the_parameters_keras_builds(model):
     from notmnist.models import build_model
 
     settings = validate({"model": model})["model"]
-    rows, problem = params.network_shapes(params.preset_layers(settings))
+    rows, problem = capacity.network_shapes(capacity.preset_layers(settings))
     assert problem is None
     assert sum(count for *_, count in rows) == build_model(settings).count_params()
 
