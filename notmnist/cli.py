@@ -12,11 +12,13 @@ TensorFlow's own log lines stay hidden unless --verbose (or NOTMNIST_VERBOSE=1) 
 """
 
 import argparse
+import importlib
 import os
 import sys
 
-from notmnist import compare, export, grade, plots, predict, restore, seeds
 from notmnist.runtime import entry_point
+
+TOOLS = ("grade", "predict", "export", "plots", "compare", "seeds", "restore")  # modules of notmnist/
 
 
 def add_params_parser(subparsers):
@@ -44,21 +46,24 @@ def run_params(args):
     print(f"{args.path}: ok")
 
 
-def parser():
+def parser(tools=TOOLS):
     main_parser = argparse.ArgumentParser(
         prog="notmnist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     main_parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     subparsers = main_parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
-    for module in (grade, predict, export, plots, compare, seeds, restore):
-        module.add_parser(subparsers)
+    for name in tools:
+        importlib.import_module(f"notmnist.{name}").add_parser(subparsers)
     add_params_parser(subparsers)
     return main_parser
 
 
 @entry_point
 def run(argv=None):
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # import only the named tool (numpy, PIL, sklearn...): `notmnist params --check` starts in a fraction of a second
+    named = next((word for word in argv if not word.startswith("-")), None)
+    args = parser((named,) if named in TOOLS else () if named == "params" else TOOLS).parse_args(argv)
     if args.verbose:
         os.environ["NOTMNIST_VERBOSE"] = "1"
     return args.run(args)
