@@ -108,3 +108,20 @@ def test_docs_generators_are_no_stage_dependency():
 if __name__ == "__main__":  # print the deps each stage should list
     for stage_name, stage in STAGES.items():
         print(stage_name, sorted(project_imports(stage_entry(stage["cmd"]))), file=sys.stdout)
+
+
+def test_a_stage_in_a_copy_of_the_project_imports_that_copys_package(tmp_path):
+    """`dvc exp run --queue` runs each experiment in a temporary copy: `python -m stages.x` there must
+    use the copy's notmnist/, not the editable install's."""
+    import shutil
+    import subprocess
+
+    shutil.copytree(REPO / "notmnist", tmp_path / "notmnist")
+    result = subprocess.run(
+        [sys.executable, "-c", "import notmnist; print(notmnist.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == str(tmp_path / "notmnist" / "__init__.py")
