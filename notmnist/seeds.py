@@ -34,8 +34,8 @@ def flatten(tree, prefix=""):
 
 
 def runs(shown):
-    """`dvc exp show --json` -> [(flat params, {measure: value})] for every commit and experiment with
-    results (not the workspace, which repeats one of them)."""
+    """`dvc exp show --json` -> [(flat params, {measure: value})] for every commit and finished experiment
+    with results (not the workspace, which repeats one of them, nor a running experiment)."""
     entries = [
         entry
         for commit in shown
@@ -44,7 +44,8 @@ def runs(shown):
     found = []
     for entry in entries:
         data = entry.get("data") or {}
-        if entry.get("rev") == "workspace" or not data:
+        # data.rev "workspace": the workspace row, or an experiment still running, whose metrics are its parent's
+        if not data or data.get("rev") == "workspace":
             continue
         metrics = {path: (values or {}).get("data") or {} for path, values in (data.get("metrics") or {}).items()}
         values = {}
