@@ -1,11 +1,13 @@
 """seeds: mean and spread over seeds of each configuration's results, from `dvc exp show --json`.
 
     dvc exp run --queue -S seed=0,1,2 [-S other=...]; dvc queue start     # a seed sweep
-    notmnist seeds [--all-commits] [--json]
+    notmnist seeds [--rev COMMIT | --all-commits] [--json]
 
 A configuration is every params.yaml value but `seed`. For each, over its runs (commits and
 experiments; one per seed), prints n and the mean and sample standard deviation of val and test
 accuracy and of training seconds. Rows are labelled by the parameters that differ between them.
+By default only HEAD and the experiments based on it: runs of other code are not mixed in
+(--rev picks another baseline commit; --all-commits mixes every commit, code changes unseen).
 """
 
 import argparse
@@ -114,6 +116,7 @@ def add_parser(subparsers):
     parser = subparsers.add_parser(
         "seeds", description=__doc__, help=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--rev", help="the experiments of this commit (dvc exp show --rev; default HEAD)")
     parser.add_argument("--all-commits", action="store_true", help="every commit's experiments (dvc exp show -A)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.set_defaults(run=run)
@@ -121,6 +124,7 @@ def add_parser(subparsers):
 
 def run(args):
     command = [sys.executable, "-m", "dvc", "exp", "show", "--json"] + (["-A"] if args.all_commits else [])
+    command += ["--rev", args.rev] if args.rev else []
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise PipelineError(f"`dvc exp show --json` failed: {result.stderr.strip()}; run it inside the project")
