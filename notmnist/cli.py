@@ -52,8 +52,16 @@ def parser(tools=TOOLS):
     )
     main_parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     subparsers = main_parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
-    for name in tools:
-        importlib.import_module(f"notmnist.{name}").add_parser(subparsers)
+    for name in tools:  # each tool module: its docstring is its help, add_arguments(parser) and run(args)
+        module = importlib.import_module(f"notmnist.{name}")
+        tool_parser = subparsers.add_parser(
+            name,
+            description=module.__doc__,
+            help=module.__doc__.splitlines()[0].split(": ", 1)[-1],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(tool_parser)
+        tool_parser.set_defaults(run=module.run)
     add_params_parser(subparsers)
     return main_parser
 

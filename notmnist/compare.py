@@ -10,7 +10,6 @@ models/model.keras is fetched with `dvc get . models/model.keras --rev NAME`. Ch
 validation split (`--split data/processed/val.npz`); the test split is for the final report.
 """
 
-import argparse
 import json
 import subprocess
 import sys
@@ -72,13 +71,7 @@ def summary(result, names):
     return "\n".join(lines)
 
 
-def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "compare",
-        description=__doc__,
-        help=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser):
     parser.add_argument("model_a", help="a .keras file, or an experiment name / Git revision")
     parser.add_argument("model_b", help="a .keras file, or an experiment name / Git revision")
     parser.add_argument(
@@ -89,7 +82,6 @@ def add_parser(subparsers):
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.set_defaults(run=run)
 
 
 def run(args):

@@ -11,7 +11,6 @@ folder, decoded and scaled as the pipeline does) and fails if any top-1 letter d
 times one image at a time (batch 1, median of many calls) for each format on this machine.
 """
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -163,13 +162,7 @@ def folder_bytes(path):
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "export",
-        description=__doc__,
-        help=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser):
     parser.add_argument("model_path", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument(
@@ -180,7 +173,6 @@ def add_parser(subparsers):
     )
     parser.add_argument("--check-images", type=int, default=CHECK_IMAGES)
     parser.add_argument("--calls", type=int, default=TIMED_CALLS, help="timed single-image calls per format")
-    parser.set_defaults(run=run)
 
 
 def check_arguments(args):

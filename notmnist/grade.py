@@ -9,7 +9,6 @@ with evaluate's own functions. Members that cannot be decoded are skipped and co
 their reasons, in the report. Letters with no image are allowed (their recall is 0 of 0).
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -52,15 +51,11 @@ def summary(report):
     return "\n".join(lines)
 
 
-def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "grade", description=__doc__, help=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_arguments(parser):
     parser.add_argument("model_path", type=Path)
     parser.add_argument("source", type=Path, help="tar.gz or folder in the notMNIST layout (<root>/A..J/*.png)")
     parser.add_argument("--out", type=Path, help="write the JSON report here (default: print it)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.set_defaults(run=run)
 
 
 def run(args):

@@ -11,7 +11,6 @@ dvc_plots/offline/ by default: one SVG and one PNG per plot, image plots (the mi
 grid) copied as they are, and index.html showing all of them inline (no scripts, no links out).
 """
 
-import argparse
 import base64
 import html
 import json
@@ -98,13 +97,9 @@ def render(plots, out_dir):
     return written
 
 
-def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "plots", description=__doc__, help=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_arguments(parser):
     parser.add_argument("revisions", nargs="*", help="Git revisions or experiment names to compare (dvc plots diff)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    parser.set_defaults(run=run)
 
 
 def run(args):

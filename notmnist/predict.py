@@ -14,7 +14,6 @@ that are not 28x28 L PNGs are skipped and named. Images in a folder named A..J a
 that letter and a summary line counts the agreements.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -140,19 +139,12 @@ def folder_agreement(results):
     return f"{agree} of {len(known)} images in letter folders A-J were predicted as their folder's letter"
 
 
-def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "predict",
-        description=__doc__,
-        help=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser):
     parser.add_argument("model_path", type=Path)
     parser.add_argument("inputs", nargs="+", help="PNG files, folders or notMNIST-layout tar.gz archives")
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line, instead of a table")
     parser.add_argument("--strict", action="store_true", help="refuse images that are not 28x28 grayscale PNGs")
     parser.add_argument("--invert", action="store_true", help="invert pixels first: for dark ink on a light ground")
-    parser.set_defaults(run=run)
 
 
 def run(args):

@@ -10,7 +10,6 @@ Git can take it as unchanged and leave it as it is (seen with DVC 3.67), so this
 committed bytes itself.
 """
 
-import argparse
 import subprocess
 import sys
 
@@ -42,14 +41,8 @@ def restore():
     return names
 
 
-def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "restore",
-        description=__doc__,
-        help=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.set_defaults(run=run)
+def add_arguments(parser):
+    pass  # no options
 
 
 def run(args):

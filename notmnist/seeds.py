@@ -10,7 +10,6 @@ By default only HEAD and the experiments based on it: runs of other code are not
 (--rev picks another baseline commit; --all-commits mixes every commit, code changes unseen).
 """
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -112,14 +111,10 @@ def table(rows):
     return "\n".join(lines)
 
 
-def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "seeds", description=__doc__, help=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_arguments(parser):
     parser.add_argument("--rev", help="the experiments of this commit (dvc exp show --rev; default HEAD)")
     parser.add_argument("--all-commits", action="store_true", help="every commit's experiments (dvc exp show -A)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-    parser.set_defaults(run=run)
 
 
 def run(args):
