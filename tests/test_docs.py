@@ -27,3 +27,14 @@ def test_no_doc_names_a_removed_module_command():
         for m in re.findall(r"python -m stages\.(?:grade|predict|export|render_plots|params)\b", doc.read_text())
     ]
     assert not stale, f"use `notmnist <tool>` instead: {stale}"
+
+
+def test_the_experiments_page_shows_the_bench_presets_verbatim():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("presets", REPO / "bench/presets.py")
+    presets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(presets)
+    page = (REPO / "docs/experiments.md").read_text()
+    for name in presets.PRESETS:
+        assert presets.command_line(name) in page, name
