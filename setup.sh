@@ -20,8 +20,11 @@ if ! cmp -s requirements.txt .venv/.requirements.installed; then
   cp requirements.txt .venv/.requirements.installed
 fi
 # The project's own package (notmnist/ and the `notmnist` command), editable: edits take effect at once.
-.venv/bin/python -c "import notmnist" 2>/dev/null ||
+# Reinstalled when pyproject.toml changes; not "import notmnist", which the checkout's own folder satisfies.
+if ! cmp -s pyproject.toml .venv/.pyproject.installed || [ ! -x .venv/bin/notmnist ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+  cp pyproject.toml .venv/.pyproject.installed
+fi
 
 # 2. Git and DVC, with DVC's analytics and update checks off.
 [ -d .git ] || { git init --quiet && git add -A && git -c user.name=setup -c user.email=setup@localhost commit --quiet -m "Initial commit"; }
