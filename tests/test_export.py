@@ -21,21 +21,7 @@ def exported(tmp_path_factory, glyph_sets):
     root = tmp_path_factory.mktemp("export")
     model_path = train_quick_model(glyph_sets[0], root / "model.keras", epochs=3)
     check = write_tar(root / "check.tar.gz", glyph_sets[1])
-    result = run(
-        [
-            sys.executable,
-            "-m",
-            "notmnist",
-            "export",
-            str(model_path),
-            str(root / "out"),
-            "--check",
-            str(check),
-            "--calls",
-            "20",
-        ],
-        REPO,
-    )
+    result = run(export_args(model_path, root / "out", "--calls", "20", check=check), REPO)
     return model_path, root / "out", result
 
 
@@ -78,20 +64,7 @@ def test_saved_model_and_tflite_give_the_keras_top1_on_real_glyphs(exported, gly
 
 def test_export_refuses_a_missing_check_source_before_exporting(tmp_path, exported):
     model_path, _, _ = exported
-    result = run(
-        [
-            sys.executable,
-            "-m",
-            "notmnist",
-            "export",
-            str(model_path),
-            str(tmp_path / "out"),
-            "--check",
-            str(tmp_path / "none.npz"),
-        ],
-        REPO,
-        check=False,
-    )
+    result = run(export_args(model_path, tmp_path / "out", check=tmp_path / "none.npz"), REPO, check=False)
     assert result.returncode == 2 and "none.npz not found" in result.stderr
     assert not (tmp_path / "out").exists()
 
