@@ -141,25 +141,26 @@ class Model(_Strict):
 
 class Train(_Strict):
     optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("adam", description="optimiser")
-    learning_rate: Float = Field(0.001, gt=0, le=10, description="initial (one_cycle: peak) learning rate")
+    learning_rate: Float = Field(0.003, gt=0, le=10, description="initial (one_cycle: peak) learning rate")
     momentum: Float = Field(0.0, ge=0, le=1, description="momentum (sgd, rmsprop)")
     nesterov: Flag = Field(False, description="Nesterov momentum (sgd)")
     weight_decay: Float = Field(
         0.0,
         ge=0,
         description="decoupled weight decay: each step takes learning_rate x "
-        "weight_decay x each weight off it (adamw; the others too), e.g. 5e-4; 0: off",
+        "weight_decay x each weight off it (adamw; the others too); 0: off. PyTorch SGD's "
+        "weight_decay w is coupled, scaled up by momentum: its equivalent is model.l2 = w / 2",
     )
     schedule: Literal["constant", "step", "exponential", "cosine", "plateau", "one_cycle"] = Field(
-        "cosine", description="learning-rate schedule"
+        "one_cycle", description="learning-rate schedule"
     )
     decay_rate: Float = Field(
         0.5, gt=0, le=1, description="learning-rate factor per decay (step, exponential, plateau)"
     )
     decay_epochs: Int = Field(5, ge=1, description="epochs per decay (step, exponential); patience (plateau)")
     batch_size: Int = Field(128, ge=1, le=65536, description="images per step")
-    epochs: Int = Field(30, ge=1, le=10000, description="passes over the training split")
-    label_smoothing: Float = Field(0.0, ge=0, le=0.5, description="label smoothing of the loss")
+    epochs: Int = Field(40, ge=1, le=10000, description="passes over the training split")
+    label_smoothing: Float = Field(0.1, ge=0, le=0.5, description="label smoothing of the loss")
     mixup: Float = Field(
         0.0, ge=0, le=1, description="mixup alpha: train on blends of two images and their labels; 0: off"
     )

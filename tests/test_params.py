@@ -73,6 +73,11 @@ def test_missing_keys_take_their_defaults():
         assert value == default, key
 
 
+def test_schema_defaults_are_the_committed_params():
+    # docs/parameters.md's "default" column and a params.yaml with keys left out both mean these values
+    assert validate({}) == validate(COMMITTED)
+
+
 def test_yaml_exponent_without_a_dot_is_read_as_a_number():
     raw = yaml.safe_load(
         "train: {learning_rate: 1e-3}\nmodel: {architecture: custom, layers: [{type: Dense, "
