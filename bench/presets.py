@@ -22,7 +22,8 @@ BIN = Path(sys.executable).parent  # this venv's dvc and notmnist
 # accurate: the GPU study's ResNet-9 recipe. Its weight decay 5e-4 was PyTorch SGD's, which adds
 # 5e-4 * w to the gradient before momentum; Keras's train.weight_decay is decoupled (not scaled up by
 # momentum, ~10x weaker at 0.9), so the faithful translation is an L2 loss of 5e-4 / 2 = model.l2.
-# mixed_bfloat16: 1.3x faster on CPUs with BF16 (AVX-512 BF16, AMX); much slower on CPUs without.
+# mixed_bfloat16: its speed is the CPU's (1.3x float32 on the AMD EPYC VM, 0.67x on the Intel VM of
+# docs/performance.md, emulated where BF16 is missing): docs/experiments.md.
 PRESETS = {
     "quick": ["train.epochs=12", "train.precision=mixed_bfloat16"],  # the default recipe, shortened
     "default": [],

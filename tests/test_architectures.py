@@ -387,5 +387,5 @@ def test_mixing_trains_on_mixed_batches_and_validates_on_plain_ones(tmp_path):
     val_loss = float((tmp_path / "live/plots/metrics/eval/loss.tsv").read_text().split()[-1])
     # the training loss (label smoothing included) on the unmixed validation images
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=train["label_smoothing"])
-    plain = float(loss(y, model.predict(x, verbose=0)))
-    assert math.isclose(val_loss, plain, rel_tol=1e-4)
+    expected = float(loss(y, model.predict(x, verbose=0)))
+    assert math.isclose(val_loss, expected, rel_tol=1e-4)
