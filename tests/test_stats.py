@@ -100,6 +100,9 @@ def exp_entry(rev, seed, dropout, val, test, seconds):
 
 def test_seed_summary_groups_runs_by_every_param_but_the_seed():
     baseline = exp_entry("abc123", 42, 0.1, 0.90, 0.80, 10.0)
+    # still running: DVC shows its parent's Git-tracked metrics under data.rev "workspace"
+    running = exp_entry("exp-running", 1, 0.1, 0.90, 0.80, 10.0)
+    running["data"]["rev"] = "workspace"
     shown = [
         {**exp_entry("workspace", 42, 0.1, 0.90, 0.80, 10.0), "experiments": None},
         {
@@ -109,12 +112,10 @@ def test_seed_summary_groups_runs_by_every_param_but_the_seed():
                 {"revs": [exp_entry("exp-b", 42, 0.1, 0.90, 0.80, 10.0)]},  # the baseline again: counted once
                 {"revs": [exp_entry("exp-c", 0, 0.3, 0.70, 0.60, 9.0)]},
                 {"revs": [{"rev": "exp-failed", "name": "exp-failed", "data": {}}]},
-                # still running: DVC shows its parent's Git-tracked metrics under data.rev "workspace"
-                {"revs": [{**exp_entry("exp-running", 1, 0.1, 0.90, 0.80, 10.0), "rev": "exp-running"}]},
+                {"revs": [running]},
             ],
         },
     ]
-    shown[1]["experiments"][-1]["revs"][0]["data"]["rev"] = "workspace"
     rows = summarise(shown)
     assert [row["configuration"] for row in rows] == [{"model.dropout": 0.1}, {"model.dropout": 0.3}]
     first, second = rows
