@@ -6,6 +6,7 @@
     notmnist plots [REVISION...]                      the project's dvc plots, drawn offline
     notmnist params [--check | --table] [PATH]        check params.yaml, or print its reference
     notmnist compare MODEL_A MODEL_B [--split NPZ]    accuracies with 95% intervals, McNemar's exact test
+    notmnist average MODEL... --out FILE              one model averaging finished models' probabilities
     notmnist seeds [--all-commits]                    mean and sd over seeds per configuration (dvc exp show)
     notmnist restore                                  back to the last commit after a failed run
 TensorFlow's own log lines stay hidden unless --verbose (or NOTMNIST_VERBOSE=1) is given.
@@ -18,7 +19,7 @@ import sys
 
 from notmnist.runtime import entry_point
 
-TOOLS = ("grade", "predict", "export", "plots", "compare", "seeds", "restore")  # modules of notmnist/
+TOOLS = ("grade", "predict", "export", "plots", "compare", "average", "seeds", "restore")  # modules of notmnist/
 
 
 def add_params_parser(subparsers):
