@@ -55,15 +55,16 @@ def run(args):
     quiet_tensorflow()
     with tempfile.TemporaryDirectory() as folder:
         models = [load_model(model_file(spec, folder)) for spec in args.models]
-    combined = average(models)
+    probabilities = [model.predict(arrays["x"], batch_size=args.batch_size, verbose=0) for model in models]
+    probabilities.append(np.mean(probabilities, axis=0))  # what the Average layer computes: no second pass
     labels = arrays["y"].astype(np.int64)
-    for name, model in [*zip(args.models, models, strict=True), (str(args.out), combined)]:
-        result = scores(model.predict(arrays["x"], batch_size=args.batch_size, verbose=0), labels)
+    for name, predicted in zip([*args.models, str(args.out)], probabilities, strict=True):
+        result = scores(predicted, labels)
         print(
             f"{name}: accuracy on {args.split} {result['accuracy']:.4f} "
             f"(95% CI {result['accuracy_low']:.4f}-{result['accuracy_high']:.4f})"
         )
     from notmnist.models import save_model
 
-    save_model(combined, args.out)
+    save_model(average(models), args.out)
     print(f"wrote {args.out}: the average of {len(models)} models")

@@ -140,12 +140,15 @@ def test_average_combines_finished_models_of_other_architectures_into_one_plain_
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
-    [(["one.keras"], "at least two models"), (["a.keras", "b.keras", "--out", "a.h5"], "must end in .keras")],
+    [
+        (["one.keras", "--out", "x.keras"], "at least two models"),
+        (["a.keras", "b.keras", "--out", "a.h5"], "must end in .keras"),
+    ],
 )
 def test_average_refuses_what_it_cannot_do_before_loading_anything(tmp_path, monkeypatch, capsys, arguments, message):
     from notmnist import cli
 
     monkeypatch.chdir(tmp_path)  # no model files here: the refusal must come before any load
     with pytest.raises(SystemExit) as stopped:
-        cli.main(["average", *arguments, *([] if "--out" in arguments else ["--out", "x.keras"])])
+        cli.main(["average", *arguments])
     assert stopped.value.code == 2 and message in capsys.readouterr().err
