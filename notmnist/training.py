@@ -99,11 +99,13 @@ def mixed_batches(train, x, y, seed):
     batches get mixup and odd ones cutmix. Seeded: the same seed gives the same batches."""
     import tensorflow as tf
 
+    # float32 whatever train.precision: the data is float32, and under mixed_bfloat16 a mixer would cast
+    # the batch to bfloat16 and fail multiplying it by its float32 blend weights
     mixers = []
     if train.get("mixup", 0) > 0:
-        mixers.append(keras.layers.MixUp(alpha=train["mixup"], seed=seed))
+        mixers.append(keras.layers.MixUp(alpha=train["mixup"], seed=seed, dtype="float32"))
     if train.get("cutmix", 0) > 0:
-        mixers.append(keras.layers.CutMix(factor=(train["cutmix"], train["cutmix"]), seed=seed))
+        mixers.append(keras.layers.CutMix(factor=(train["cutmix"], train["cutmix"]), seed=seed, dtype="float32"))
 
     def mix(index, batch):
         images, labels = batch

@@ -376,6 +376,19 @@ def test_mixing_blends_training_batches_reproducibly(mixing):
     assert np.allclose(labels.sum(axis=1), 1.0) and (labels.max(axis=1) < 0.999).any()  # some labels are blends
 
 
+def test_mixing_works_under_mixed_bfloat16_and_keeps_float32_batches():
+    from notmnist.training import mixed_batches
+
+    train = settings(train={"batch_size": 8, "mixup": 0.4, "cutmix": 1.0, "precision": "mixed_bfloat16"})["train"]
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")  # as stages/train sets it for this precision
+    try:
+        batches = [[np.asarray(part) for part in pair] for pair in mixed_batches(train, *images(24), seed=5)]
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert {part.dtype for pair in batches for part in pair} == {np.dtype("float32")}
+    assert np.allclose(np.concatenate([labels for _, labels in batches]).sum(axis=1), 1.0)
+
+
 def test_mixing_trains_on_mixed_batches_and_validates_on_plain_ones(tmp_path):
     from dvclive import Live
 
