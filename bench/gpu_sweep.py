@@ -45,6 +45,12 @@ def plan(args):
                 node = node[section]
             node[leaf] = yaml.safe_load(value)
         checked = validate(params)
+        train = checked["train"]
+        if (train["optimizer"], train["schedule"], train["cutmix"]) != ("sgd", "one_cycle", 0):
+            sys.exit(
+                f"{name}: this screen trains SGD with a one-cycle schedule, no cutmix (the accurate line); "
+                f"got train.optimizer={train['optimizer']}, train.schedule={train['schedule']}, train.cutmix={train['cutmix']}"
+            )
         recipes[name] = {"model": checked["model"], "train": checked["train"], "members": args.members}
     Path(args.plan).write_text(json.dumps(recipes, indent=1))
 
@@ -115,10 +121,10 @@ def train_member(recipe, seed):
 
 def member(args):
     recipes = json.loads(Path(args.plan).read_text())
+    labels = {s: split(s)[1] for s in ("val", "test")}
     for name, seed in jobs(recipes, args.seed)[args.worker :: args.workers]:
         val, test, seconds = train_member(recipes[name], seed)
         np.savez(Path(args.results) / f"{name}__{seed}.npz", val=val, test=test, seconds=seconds)
-        labels = {s: split(s)[1] for s in ("val", "test")}
         accuracy = {s: (p.argmax(1) == labels[s]).mean() for s, p in (("val", val), ("test", test))}
         print(f"{name} seed {seed}: val {accuracy['val']:.4f} test {accuracy['test']:.4f} {seconds:.0f} s", flush=True)
 
