@@ -99,7 +99,8 @@ def train_member(recipe, seed):
     for layer in model._flatten_layers():  # Keras marks its random image layers unjittable; on JAX they jit
         layer.supports_jit = True
     total = train["epochs"] * steps
-    warmup = int(0.3 * total)  # one-cycle as notmnist/training.py learning_rate() builds it
+    # notmnist/training.py learning_rate()'s one-cycle, copied: that module imports TensorFlow
+    warmup = int(0.3 * total)
     schedule = keras.optimizers.schedules.CosineDecay(
         train["learning_rate"] / 25,
         total - warmup,
