@@ -179,8 +179,8 @@ class Train(_Strict):
         1,
         ge=1,
         le=16,
-        description="members trained with seeds seed, seed+1, ..., saved as one "
-        "model averaging their probabilities; 1: a single model",
+        description="members trained with their own seeds (the first: seed; the others drawn from "
+        "seed and their index), saved as one model averaging their probabilities; 1: a single model",
     )
     precision: Literal["float32", "mixed_bfloat16"] = Field("float32", description="compute precision")
     distribute: Literal["none", "mirrored", "multi_worker"] = Field(

@@ -149,10 +149,18 @@ def member_live_dir(live_dir, index):
     return Path(live_dir) if index == 0 else Path(live_dir) / f"member_{index}"
 
 
+def member_seed(seed, index):
+    """The random seed of ensemble member `index`: `seed` itself for the first (ensemble 1 is the
+    single model), for the others one drawn from (seed, index) by NumPy's SeedSequence. Not
+    seed + index: a seed sweep 0, 1, 2 of 7-member ensembles would share 6 of 7 members between
+    neighbours, and its spread would understate the seed-to-seed variation."""
+    return seed if index == 0 else int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
 def train_members(settings, x, y, validation, live_dir):
     """Build and fit train.ensemble members (1 by default) from the same `model` settings, member i
-    with random seed seed + i, each logged by DVCLive (member_live_dir). Returns (models, epochs run
-    in all)."""
+    with random seed member_seed(seed, i), each logged by DVCLive (member_live_dir). Returns
+    (models, epochs run in all)."""
     from dvclive import Live
 
     from notmnist.models import build_model
@@ -161,7 +169,7 @@ def train_members(settings, x, y, validation, live_dir):
     members, epochs = [], 0
     with strategy(settings["train"]["distribute"]).scope():  # the models and their optimizers are made in the scope
         for index in range(count):
-            seed = settings["seed"] + index
+            seed = member_seed(settings["seed"], index)
             keras.utils.set_random_seed(seed)
             model = build_model(settings["model"], name=f"member_{index}" if count > 1 else None)
             if index == 0:

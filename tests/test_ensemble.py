@@ -1,4 +1,4 @@
-"""train.ensemble: members with seeds seed + i, each logged by DVCLive, saved as ONE model of stock
+"""train.ensemble: members with their own seeds, each logged by DVCLive, saved as ONE model of stock
 Keras layers; and the saved models (the default CNN, trained with the fused BatchNorm, and an
 ensemble) load with plain `keras.models.load_model` where the project cannot be imported."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from notmnist import params
 from notmnist.models import all_layers, build_model, ensemble, save_model
-from notmnist.training import keras, train_members
+from notmnist.training import keras, member_seed, train_members
 
 TINY = {"filters": [2, 3], "hidden_size": 5, "convs_per_block": 1}
 
@@ -79,6 +79,16 @@ def test_ensemble_members_get_their_own_seed_and_dvclive_folder(tmp_path):
     assert not (live / "member_0").exists()
     again, _ = trained_ensemble(tmp_path / "again")  # the same seeds give the same weights
     assert all(np.array_equal(a, b) for a, b in zip(members[1].get_weights(), again[1].get_weights(), strict=True))
+
+
+def test_a_seed_sweep_of_ensembles_shares_no_member():
+    # -S seed=0,1,2 with train.ensemble=7: with seeds seed + i, neighbours would share 6 of 7 members
+    sweep = [[member_seed(seed, index) for index in range(7)] for seed in (0, 1, 2, 42)]
+    assert [seeds[0] for seeds in sweep] == [0, 1, 2, 42]  # the first member is the single model's seed
+    every = [seed for seeds in sweep for seed in seeds]
+    assert len(set(every)) == len(every)
+    assert all(0 <= seed < 2**32 for seed in every)  # what np.random.seed accepts
+    assert member_seed(42, 3) == member_seed(42, 3)  # the same seed and index: the same member
 
 
 def test_ensemble_averages_its_members_probabilities():
