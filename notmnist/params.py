@@ -159,7 +159,7 @@ class Train(_Strict):
     )
     decay_epochs: Int = Field(5, ge=1, description="epochs per decay (step, exponential); patience (plateau)")
     batch_size: Int = Field(128, ge=1, le=65536, description="images per step")
-    epochs: Int = Field(40, ge=1, le=10000, description="passes over the training split")
+    epochs: Int = Field(45, ge=1, le=10000, description="passes over the training split")
     label_smoothing: Float = Field(0.1, ge=0, le=0.5, description="label smoothing of the loss")
     mixup: Float = Field(
         0.0, ge=0, le=1, description="mixup alpha: train on blends of two images and their labels; 0: off"
