@@ -7,7 +7,6 @@ from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from notmnist.files import LETTERS, NUM_CLASSES
-from notmnist.runtime import PipelineError
 
 
 def wilson_interval(correct, total, confidence=0.95):
@@ -68,33 +67,3 @@ def confusion(predicted, labels):
 def confusion_rows(predicted, labels):
     """One {actual, predicted} row per image, the shape of DVC's `confusion` template."""
     return [{"actual": LETTERS[a], "predicted": LETTERS[p]} for a, p in zip(labels, predicted)]
-
-
-def predict(model, x, batch_size, tta=0, augment=None, seed=0):
-    """Class probabilities. With `tta` > 0 (test-time augmentation), the mean over the images and
-    `tta` randomly transformed copies of them: the training augmentation `augment`, seeded, so
-    the same settings give the same numbers."""
-    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
-    if not tta:
-        return probabilities
-    if not any(augment.values()):
-        raise PipelineError(
-            f"evaluate.tta is {tta} but every model.augment value is 0, so each copy would be the "
-            "image itself; set a model.augment shift, rotation or zoom, or evaluate.tta: 0"
-        )
-    import keras
-
-    from notmnist.models import augmentation
-
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(x.shape[1:])
-    transform = keras.Model(inputs, augmentation(inputs, augment))
-    for _ in range(tta):
-        copies = np.concatenate(
-            [
-                keras.ops.convert_to_numpy(transform(x[start : start + batch_size], training=True))
-                for start in range(0, len(x), batch_size)
-            ]
-        )
-        probabilities += model.predict(copies, batch_size=batch_size, verbose=0)
-    return probabilities / (tta + 1)

@@ -3,7 +3,8 @@
 Every network takes (N, 28, 28, 1) float32 in [0, 1] and ends in Dense(10) + softmax (kept in
 float32 under mixed precision). Presets: mlp (the practical's baseline), cnn (the default),
 vgg (deeper), lenet5, resnet (ResNet-9 style); `custom` builds the hidden layers from `model.layers`.
-`ensemble` averages the probabilities of several trained members in one model.
+`ensemble` averages the probabilities of several trained members in one model, `with_shifts` those of
+shifted copies of the image.
 """
 
 import json
@@ -182,6 +183,25 @@ def ensemble(members):
     inputs = keras.Input(shape=(*IMAGE_SHAPE, 1), name="glyph")
     outputs = layers.Average(dtype="float32", name="probabilities")([member(inputs) for member in members])
     return keras.Model(inputs, outputs, name="ensemble")
+
+
+def shifted(x, dy, dx):
+    """x moved dy pixels down and dx right, zeros (the background) shifted in: padding, then cropping."""
+    pad = ((max(dy, 0), max(-dy, 0)), (max(dx, 0), max(-dx, 0)))
+    return layers.Cropping2D((pad[0][::-1], pad[1][::-1]))(layers.ZeroPadding2D(pad)(x))
+
+
+def with_shifts(network, shift):
+    """One model averaging `network`'s probabilities over the image moved by -shift..shift pixels
+    along each axis, (2 shift + 1)^2 copies (test-time augmentation that the file itself carries);
+    `network` itself at 0. Only stock layers: ZeroPadding2D, Cropping2D, the network, Average."""
+    if not shift:
+        return network
+    inputs = keras.Input(shape=(*IMAGE_SHAPE, 1), name="glyph")
+    offsets = range(-shift, shift + 1)
+    copies = [network(shifted(inputs, dy, dx)) for dy in offsets for dx in offsets]
+    outputs = layers.Average(dtype="float32", name="probabilities")(copies)
+    return keras.Model(inputs, outputs, name=f"{network.name}_shifts_{shift}")
 
 
 def all_layers(model):

@@ -188,15 +188,18 @@ class Train(_Strict):
     )
 
 
+class Package(_Strict):
+    tta_shift: Int = Field(
+        1,
+        ge=0,
+        le=3,
+        description="the saved model averages its probabilities over the image moved by up to this many "
+        "pixels each way, zeros shifted in: (2 x tta_shift + 1)^2 copies, 9 at 1; 0: the trained network alone",
+    )
+
+
 class Evaluate(_Strict):
     batch_size: Int = Field(512, ge=1, le=65536, description="images per inference batch")
-    tta: Int = Field(
-        0,
-        ge=0,
-        le=64,
-        description="test-time augmentation: average over the image and this many "
-        "copies transformed as model.augment does (seeded); 0: off",
-    )
 
 
 class Params(_Strict):
@@ -205,6 +208,7 @@ class Params(_Strict):
     data: Data = Data()
     model: Model = Model()
     train: Train = Train()
+    package: Package = Package()
     evaluate: Evaluate = Evaluate()
 
 

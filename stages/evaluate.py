@@ -1,4 +1,4 @@
-"""evaluate: score the saved model on the validation and the held-out test split.
+"""evaluate: score the model handed over (package's) on the validation and the held-out test split.
 
     python -m stages.evaluate models/model.keras data/processed metrics
 writes metrics/evaluate.json (accuracy and loss per split, parameter count) and, for dvc plots,
@@ -23,7 +23,7 @@ from notmnist.files import (
     write_json,
 )
 from notmnist.gallery import misclassified_grid, most_confident_mistakes
-from notmnist.metrics import confusion_rows, per_class, predict, scores
+from notmnist.metrics import confusion_rows, per_class, scores
 from notmnist.runtime import entry_point, setup_tensorflow
 
 
@@ -50,11 +50,9 @@ def main():
     setup_tensorflow(settings["threads"])
     model = load_model(args.model_path)
 
-    chosen, results = settings["evaluate"], {"parameters": int(model.count_params())}
+    results = {"parameters": int(model.count_params())}
     for split, arrays in splits.items():
-        probabilities = predict(
-            model, arrays["x"], chosen["batch_size"], chosen["tta"], settings["model"]["augment"], settings["seed"]
-        )
+        probabilities = model.predict(arrays["x"], batch_size=settings["evaluate"]["batch_size"], verbose=0)
         results[split] = scores(probabilities, arrays["y"].astype(np.int64))
         arrays["probabilities"], arrays["predicted"] = probabilities, probabilities.argmax(axis=1)
     test, val = splits["test"], splits["val"]

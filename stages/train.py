@@ -1,10 +1,11 @@
 """train: build the network from params.yaml, fit it on the train split, watch validation.
 
-    python -m stages.train data/processed models/model.keras
+    python -m stages.train data/processed models/trained.keras
 Logs per-epoch loss, accuracy and learning rate with DVCLive into metrics/train/ (ensemble member
 i > 0 of train.ensemble into metrics/train/member_<i>/), and the wall-clock cost into
 metrics/timing.json. An ensemble is saved as one model averaging its members' probabilities. The
-test split is never read here. The saved model holds only Keras's own layers (notmnist.models.to_stock).
+test split is never read here. The saved network holds only Keras's own layers (notmnist.models.to_stock);
+the package stage makes models/model.keras of it.
 """
 
 import argparse

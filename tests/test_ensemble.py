@@ -1,6 +1,7 @@
 """train.ensemble: members with their own seeds, each logged by DVCLive, saved as ONE model of stock
-Keras layers; and the saved models (the default CNN, trained with the fused BatchNorm, and an
-ensemble) load with plain `keras.models.load_model` where the project cannot be imported."""
+Keras layers; package.tta_shift: the saved model averages shifted copies of the image; and the saved
+models (the default CNN, trained with the fused BatchNorm, an ensemble, an ensemble over shifted copies)
+load with plain `keras.models.load_model` where the project cannot be imported."""
 
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from notmnist import params
-from notmnist.models import all_layers, build_model, ensemble, save_model
+from notmnist.models import all_layers, build_model, ensemble, save_model, shifted, with_shifts
 from notmnist.training import keras, member_seed, train_members
 
 TINY = {"filters": [2, 3], "hidden_size": 5, "convs_per_block": 1}
@@ -103,7 +104,7 @@ def test_ensemble_averages_its_members_probabilities():
 
 def test_saved_ensemble_is_byte_identical_and_holds_only_stock_layers(tmp_path):
     members, _ = trained_ensemble(tmp_path)
-    model = ensemble(members)
+    model = with_shifts(ensemble(members), 1)
     save_model(model, tmp_path / "a.keras")
     save_model(model, tmp_path / "b.keras")
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
@@ -111,7 +112,36 @@ def test_saved_ensemble_is_byte_identical_and_holds_only_stock_layers(tmp_path):
     assert {type(layer).__module__.split(".")[0] for layer in all_layers(loaded)} == {"keras"}
 
 
-@pytest.mark.parametrize("kind", ["default cnn", "ensemble of 2"])
+def moved(x, dy, dx):
+    """x moved dy pixels down and dx right, zeros shifted in: numpy's view of what shifted() does."""
+    out, (h, w) = np.zeros_like(x), x.shape[1:3]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+@pytest.mark.parametrize("dy, dx", [(1, 0), (0, -1), (-2, 3), (0, 0)])
+def test_shifted_moves_the_image_and_fills_zeros(dy, dx):
+    x, _ = images(3)
+    inputs = keras.Input((28, 28, 1))
+    result = keras.Model(inputs, shifted(inputs, dy, dx)).predict(x, verbose=0)
+    assert np.array_equal(result, moved(x, dy, dx))
+    assert dy == dx == 0 or not np.array_equal(result, x)
+
+
+def test_with_shifts_averages_the_network_over_every_shifted_copy():
+    network = build_model(params.validate({"model": TINY})["model"])
+    x, _ = images(5)
+    copies = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    expected = np.mean([network.predict(moved(x, dy, dx), verbose=0) for dy, dx in copies], axis=0)
+    model = with_shifts(network, 1)
+    assert np.abs(model.predict(x, verbose=0) - expected).max() <= 1e-6
+    assert model.count_params() == network.count_params()  # one network, shared by the 9 copies
+    assert with_shifts(network, 0) is network  # 0: the trained network as it is
+
+
+@pytest.mark.parametrize("kind", ["default cnn", "ensemble of 2", "ensemble of 2 over 9 shifted copies"])
 def test_saved_model_loads_with_plain_keras_and_predicts_the_same(tmp_path, kind):
     x, y = images(16, seed=2)
     if kind == "default cnn":  # the default network, with the fused BatchNorm of notmnist.layers while training
@@ -122,6 +152,7 @@ def test_saved_model_loads_with_plain_keras_and_predicts_the_same(tmp_path, kind
         model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # moves the BatchNorm statistics
     else:
         model = ensemble(trained_ensemble(tmp_path)[0])
+        model = with_shifts(model, 1) if "shifted" in kind else model
     save_model(model, tmp_path / "model.keras")
     pipeline = model.predict(x, verbose=0)
     plain = plain_keras_probabilities(tmp_path / "model.keras", x, tmp_path)

@@ -201,25 +201,3 @@ def test_predict_conversion_matches_the_pipeline_for_a_28x28_grayscale_glyph():
 def test_predict_refuses_a_missing_model_before_reading_anything(tmp_path):
     result = command("predict", tmp_path / "nope.keras", tmp_path, check=False)
     assert result.returncode == 2 and "nope.keras not found" in result.stderr
-
-
-# evaluate.tta (test-time augmentation)
-
-
-def test_tta_averages_seeded_transformed_copies_and_is_off_at_zero(glyph_sets, model):
-    from notmnist import params
-    from notmnist.metrics import predict
-    from notmnist.runtime import PipelineError
-    from notmnist.split import scale
-
-    x = scale(arrays(glyph_sets[1])[0])
-    augment = params.validate({})["model"]["augment"]
-    plain = model.predict(x, verbose=0)
-    assert np.array_equal(predict(model, x, 64, tta=0, augment=augment), plain)
-    averaged = predict(model, x, 64, tta=3, augment=augment, seed=1)
-    assert np.allclose(averaged.sum(axis=1), 1.0, atol=1e-5)
-    assert not np.allclose(averaged, plain, atol=1e-3)  # the copies really are transformed
-    assert np.array_equal(predict(model, x, 64, tta=3, augment=augment, seed=1), averaged)  # seeded
-    assert not np.array_equal(predict(model, x, 64, tta=3, augment=augment, seed=2), averaged)
-    with pytest.raises(PipelineError, match="every model.augment value is 0"):
-        predict(model, x, 64, tta=2, augment={"shift": 0, "rotation": 0, "zoom": 0})

@@ -490,9 +490,9 @@ def test_exp_run_changes_a_list_item_with_a_dotted_index(project):
     import keras
 
     result = run(["dvc", "exp", "run", "-S", "model.layers.0.filters=6"], project)
-    assert ran_stages(result.stdout) == ["check", "train", "evaluate"]  # check: any edit of params.yaml
+    assert ran_stages(result.stdout) == ["check", "train", "package", "evaluate"]  # check: any edit of params.yaml
     assert yaml.safe_load((project / "params.yaml").read_text())["model"]["layers"][0]["filters"] == 6
-    model = keras.saving.load_model(project / "models/model.keras")
+    model = keras.saving.load_model(project / "models/trained.keras")  # the network, with its optimizer
     assert [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)] == [6]
 
 
@@ -504,7 +504,7 @@ def test_documented_baseline_line_trains_the_practicals_mlp_with_sgd(project):
     line = next(line for line in docs if line.startswith("dvc exp run -S model.architecture=mlp"))
     # the fixture's committed network is custom, so its layer list is emptied too
     result = run([*shlex.split(line), "-S", "model.layers=[]"], project)
-    assert ran_stages(result.stdout) == ["check", "train", "evaluate"]  # check: any edit of params.yaml
-    model = keras.saving.load_model(project / "models/model.keras")
+    assert ran_stages(result.stdout) == ["check", "train", "package", "evaluate"]  # check: any edit of params.yaml
+    model = keras.saving.load_model(project / "models/trained.keras")  # the network, with its optimizer
     assert sum(int(weight.numpy().size) for weight in model.trainable_weights) == 118_282
     assert type(model.optimizer).__name__ == "SGD"

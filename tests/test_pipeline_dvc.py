@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def project(tmp_path_factory, real_archive):
     repo = make_project(tmp_path_factory.mktemp("project"), real_members(per_class=30, archive=real_archive))
     first = run(["dvc", "repro"], repo)
-    assert ran_stages(first.stdout) == ["check", "extract", "preprocess", "train", "evaluate"]
+    assert ran_stages(first.stdout) == ["check", "extract", "preprocess", "train", "package", "evaluate"]
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], repo)
     return repo
@@ -34,9 +34,9 @@ def test_second_repro_runs_nothing(project):
     assert "up to date" in run(["dvc", "status"], project).stdout
 
 
-def test_exp_run_reruns_only_train_and_evaluate_and_metrics_diff_compares(project):
+def test_exp_run_reruns_only_train_package_and_evaluate_and_metrics_diff_compares(project):
     result = run(["dvc", "exp", "run", "-S", "model.dropout=0.3"], project)
-    assert ran_stages(result.stdout) == ["check", "train", "evaluate"]
+    assert ran_stages(result.stdout) == ["check", "train", "package", "evaluate"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     dropouts = [
         exp["data"]["params"]["params.yaml"]["data"]["model"]["dropout"]
@@ -52,14 +52,25 @@ def test_exp_run_reruns_only_train_and_evaluate_and_metrics_diff_compares(projec
 @pytest.mark.parametrize(
     "key, value, stages",
     [
-        ("data.split_seed", "3", ["preprocess", "train", "evaluate"]),
-        ("train.epochs", "2", ["train", "evaluate"]),
+        ("data.split_seed", "3", ["preprocess", "train", "package", "evaluate"]),
+        ("train.epochs", "2", ["train", "package", "evaluate"]),
         ("evaluate.batch_size", "64", ["evaluate"]),
     ],
 )
 def test_a_param_reruns_only_the_stages_that_read_it(project, key, value, stages):
     result = run(["dvc", "exp", "run", "-S", f"{key}={value}"], project)
     assert ran_stages(result.stdout) == ["check", *stages]  # check's output bytes never change
+
+
+def test_package_tta_shift_never_retrains_and_0_hands_over_the_network_alone(project):
+    import keras
+    import numpy as np
+
+    result = run(["dvc", "exp", "run", "-S", "package.tta_shift=0"], project)
+    assert ran_stages(result.stdout) == ["check", "package", "evaluate"]
+    x = np.load(project / "data/processed/val.npz")["x"]
+    handed_over, network = (keras.models.load_model(project / f"models/{name}.keras") for name in ("model", "trained"))
+    assert np.array_equal(handed_over.predict(x, verbose=0), network.predict(x, verbose=0))
 
 
 @pytest.mark.parametrize(

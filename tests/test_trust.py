@@ -25,14 +25,19 @@ from notmnist.runtime import PipelineError
 slow = pytest.mark.slow
 
 PER_CLASS = 20
-STAGES = ("check", "extract", "preprocess", "train", "evaluate")
+STAGES = ("check", "extract", "preprocess", "train", "package", "evaluate")
 # docs/guarantees.md, "Undo": back to the last commit after any failure
 UNSTABLE = {"metrics/timing.json"}  # wall-clock seconds: the one output that differs run to run
 
 
+def models(repo):
+    """The trained network and the model handed over (train's and package's outputs)."""
+    return sorted((repo / "models").glob("*.keras"))
+
+
 def outputs(repo):
-    """{path: bytes} of every result that must be reproducible: metrics, plots, DVCLive logs, model."""
-    paths = [p for p in sorted((repo / "metrics").rglob("*")) if p.is_file()] + [repo / "models/model.keras"]
+    """{path: bytes} of every result that must be reproducible: metrics, plots, DVCLive logs, models."""
+    paths = [p for p in sorted((repo / "metrics").rglob("*")) if p.is_file()] + models(repo)
     return {str(p.relative_to(repo)): p.read_bytes() for p in paths if str(p.relative_to(repo)) not in UNSTABLE}
 
 
@@ -83,9 +88,10 @@ def test_exp_run_with_seen_params_restores_train_from_the_run_cache(project, ref
     baseline = yaml.safe_load((project / "params.yaml").read_text())["model"]["dropout"]
     assert baseline != 0.3
     first = ran_stages(run(["dvc", "exp", "run", "-S", "model.dropout=0.3"], project).stdout)
-    assert first == ["check", "train", "evaluate"]
+    assert first == ["check", "train", "package", "evaluate"]
     again = run(["dvc", "exp", "run", "-S", f"model.dropout={baseline}"], project)
     assert "Stage 'train' is cached - skipping run, checking out outputs" in again.stdout
+    assert "Stage 'package' is cached - skipping run, checking out outputs" in again.stdout
     assert "Stage 'evaluate' is cached - skipping run" in again.stdout
     assert ran_stages(again.stdout) == []
     assert_same_outputs(project, reference)
@@ -98,8 +104,10 @@ def test_threads_are_pinned_so_one_core_gives_the_same_bytes(project, reference)
     assert "threads" in stages["train"]["params"] and "threads" in stages["evaluate"]["params"]
     if not shutil.which("taskset"):
         pytest.skip("taskset is not installed")
-    result = run(["taskset", "-c", "0", "dvc", "repro", "--force", "--single-item", "train", "evaluate"], project)
-    assert ran_stages(result.stdout) == ["train", "evaluate"]
+    result = run(
+        ["taskset", "-c", "0", "dvc", "repro", "--force", "--single-item", "train", "package", "evaluate"], project
+    )
+    assert ran_stages(result.stdout) == ["train", "package", "evaluate"]
     assert_same_outputs(project, reference)
 
 
@@ -161,7 +169,9 @@ def crash_project(tmp_path_factory, members):
 
 
 @slow
-@pytest.mark.parametrize("stage, delay", [("extract", 0.0), ("preprocess", 0.0), ("train", 2.0), ("evaluate", 1.0)])
+@pytest.mark.parametrize(
+    "stage, delay", [("extract", 0.0), ("preprocess", 0.0), ("train", 2.0), ("package", 1.0), ("evaluate", 1.0)]
+)
 def test_sigkill_in_a_stage_leaves_nothing_valid_and_the_next_repro_recovers(crash_project, reference, stage, delay):
     first_run = not (crash_project / "dvc.lock").exists()
     repro = Repro(crash_project, *([] if first_run else ["--force"]))
@@ -212,7 +222,7 @@ def test_diverging_training_names_the_epoch_and_saves_no_model(project):
         assert result.returncode != 0
         assert "training diverged in epoch " in message and "Lower train.learning_rate" in message, message
         assert "Traceback" not in message
-        assert not (project / "models/model.keras").exists()
+        assert not (project / "models/trained.keras").exists()
         assert "train" in changed_stages(project)
     finally:
         run(["bash", "-c", UNDO], project)  # back to the baseline commit
@@ -223,11 +233,9 @@ def test_diverging_training_names_the_epoch_and_saves_no_model(project):
 
 
 def workspace(repo):
-    """{path: bytes} of everything a run could lose: model, metrics (timing too), plots, params."""
-    paths = [p for p in sorted((repo / "metrics").rglob("*")) if p.is_file()]
-    return {
-        str(p.relative_to(repo)): p.read_bytes() for p in [*paths, repo / "models/model.keras", repo / "params.yaml"]
-    }
+    """{path: bytes} of everything a run could lose: models, metrics (timing too), plots, params."""
+    paths = [p for p in sorted((repo / "metrics").rglob("*")) if p.is_file()] + models(repo)
+    return {str(p.relative_to(repo)): p.read_bytes() for p in [*paths, repo / "params.yaml"]}
 
 
 @slow
@@ -273,8 +281,8 @@ def test_a_second_exp_run_is_refused_and_the_first_saves_nothing_it_would_mix(pr
     assert first.wait() != 0
     assert "params.yaml changed while this stage ran" in first.output and "dvc exp run --queue" in first.output
     assert "Traceback" not in first.output
-    model = project / "models/model.keras"  # train saved nothing: gone (DVC removed it) or the baseline's bytes
-    assert not model.exists() or model.read_bytes() == reference["models/model.keras"]
+    network = project / "models/trained.keras"  # train saved nothing: gone (DVC removed it) or the baseline's bytes
+    assert not network.exists() or network.read_bytes() == reference["models/trained.keras"]
     run(["bash", "-c", UNDO], project)
     assert_same_outputs(project, reference)
     assert changed_stages(project) == []

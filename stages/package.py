@@ -1,0 +1,45 @@
+"""package: the model handed over, from the trained network and params.yaml's `package` section.
+
+    python -m stages.package models/trained.keras models/model.keras
+With package.tta_shift n > 0 the saved model averages the network's probabilities over the image
+moved by up to n pixels each way, (2n + 1)^2 copies (notmnist.models.with_shifts), so that grade,
+predict, export and a plain `keras.models.load_model` get the same test-time augmentation that
+evaluate measures. Its own stage: changing it reruns this and evaluate, never training.
+"""
+
+import argparse
+from pathlib import Path
+
+from notmnist import params
+from notmnist.files import (
+    check_writable,
+    load_model,
+    params_fingerprint,
+    refuse_changed_params,
+    refuse_overwriting_inputs,
+)
+from notmnist.runtime import entry_point
+
+
+@entry_point
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("network_path", type=Path, help="the trained network (train's output)")
+    parser.add_argument("model_path", type=Path, help="where to save the model handed over")
+    args = parser.parse_args()
+    started_with = params_fingerprint()
+    settings = params.load()
+    shift = settings["package"]["tta_shift"]
+    refuse_overwriting_inputs([args.network_path], [args.model_path])
+    check_writable(args.model_path)
+    from notmnist.models import save_model, with_shifts
+
+    model = with_shifts(load_model(args.network_path), shift)
+    refuse_changed_params(started_with)
+    save_model(model, args.model_path)
+    kind = f"averaging {(2 * shift + 1) ** 2} shifted copies" if shift else "the trained network alone"
+    print(f"package: saved {args.model_path}: {kind}")
+
+
+if __name__ == "__main__":
+    main()
