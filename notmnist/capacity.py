@@ -117,15 +117,22 @@ def network_errors(params):
             f"copies of 4 bytes) need {count * 4 * copies / 2**30:.1f} GiB, {memory}; lower {key}"
         )
     sizes = sorted((math.prod(shape), key) for key, shape, _ in rows)
+    # Evaluate runs the saved model's passes (members x shifted copies) breadth first: every pass's first
+    # layer is held at once, then one pass's largest layer. Measured peaks above the loaded model (28 Nov,
+    # AMD EPYC; in units of batch x largest layer x 4 bytes): the default network 2.6-3.3 (this estimate
+    # 4), its 9 shifted copies 6.5-13.6 (20), the accurate preset's 7 members 3.9 (9), their 63 shifted
+    # passes 26-41 (65), at batch sizes 256-1870.
+    passes = params["train"]["ensemble"] * (2 * params["package"]["tta_shift"] + 1) ** 2
+    held_at_once = 2 * passes * math.prod(rows[0][1]) + 2 * sizes[-1][0]
     for stage, floats, held in (
-        ("train", sum(size for size, _ in sizes), "every layer's values and gradients"),
-        ("evaluate", sizes[-1][0], "the largest layer's input and output"),
+        ("train", 2 * sum(size for size, _ in sizes), "every layer's values and gradients"),
+        ("evaluate", held_at_once, f"the first layers of all {passes} passes, then the largest's input and output"),
     ):
         batch = params[stage]["batch_size"]
-        if batch * floats * 8 > budget:
+        if batch * floats * 4 > budget:
             errors.append(
                 f"{stage}.batch_size: {batch} images x {floats:,} activations ({held}, 4 bytes each) "
-                f"need {batch * floats * 8 / 2**30:.1f} GiB, {memory}; lower {stage}.batch_size "
+                f"need {batch * floats * 4 / 2**30:.1f} GiB, {memory}; lower {stage}.batch_size "
                 f"(or {sizes[-1][1]})"
             )
     return errors
