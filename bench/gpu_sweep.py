@@ -30,14 +30,15 @@ def plan(args):
     import yaml
 
     sys.path.insert(0, str(REPO))
-    from bench.presets import PRESETS
+    from bench.presets import PRESETS, RESNET9
     from notmnist.params import validate
 
     recipes = {}
     for recipe in args.recipes:
         name, _, extra = recipe.partition("=")
         params = yaml.safe_load((REPO / "params.yaml").read_text())
-        for override in PRESETS[args.preset] + [item for item in extra.split(",") if item]:
+        base = RESNET9 if args.preset == "resnet9" else PRESETS[args.preset]
+        for override in base + [item for item in extra.split(",") if item]:
             key, _, value = override.partition("=")
             *sections, leaf = key.split(".")
             node = params
@@ -48,7 +49,7 @@ def plan(args):
         train = checked["train"]
         if (train["optimizer"], train["schedule"], train["cutmix"]) != ("sgd", "one_cycle", 0):
             sys.exit(
-                f"{name}: this screen trains SGD with a one-cycle schedule, no cutmix (the accurate line); "
+                f"{name}: this screen trains SGD with a one-cycle schedule, no cutmix (the resnet9 line); "
                 f"got train.optimizer={train['optimizer']}, train.schedule={train['schedule']}, train.cutmix={train['cutmix']}"
             )
         recipes[name] = {"model": checked["model"], "train": checked["train"], "members": args.members}
@@ -176,7 +177,9 @@ def main():
     planning = commands.add_parser("plan", help="write the validated recipes to PLAN")
     planning.add_argument("plan")
     planning.add_argument("recipes", nargs="+", metavar="NAME=KEY=VALUE,KEY=VALUE")
-    planning.add_argument("--preset", default="accurate", help="bench/presets.py preset the recipes start from")
+    planning.add_argument(
+        "--preset", default="resnet9", help="bench/presets.py preset (or RESNET9: resnet9) the recipes start from"
+    )
     planning.add_argument("--members", type=int, default=5, help="seeds per recipe")
     running = commands.add_parser("run", help="train PLAN's members on this machine's GPU")
     running.add_argument("plan")

@@ -117,16 +117,17 @@ def network_errors(params):
             f"copies of 4 bytes) need {count * 4 * copies / 2**30:.1f} GiB, {memory}; lower {key}"
         )
     sizes = sorted((math.prod(shape), key) for key, shape, _ in rows)
-    # Evaluate runs the saved model's passes (members x shifted copies) breadth first: every pass's first
-    # layer is held at once, then one pass's largest layer. Measured peaks above the loaded model (28 Nov,
-    # AMD EPYC; in units of batch x largest layer x 4 bytes): the default network 2.6-3.3 (this estimate
-    # 4), its 9 shifted copies 6.5-13.6 (20), the accurate preset's 7 members 3.9 (9), their 63 shifted
-    # passes 26-41 (65), at batch sizes 256-1870.
+    # Evaluate runs the saved model's passes (members x shifted copies) breadth first: about one and a
+    # half first-layer outputs of every pass are held at once, then one pass's largest layer. Measured
+    # peaks above the loaded model (28 Nov, AMD EPYC; batch 256-1870; in units of batch x the first
+    # layer's output x 4 bytes): the default network 2.6-3.3 (this estimate 3.5), its 9 shifted copies
+    # 6.5-13.6 (15.5), the accurate preset's 90 passes 57-73 at batch 512-1024 (137), the previous accurate
+    # preset's 63 passes of a ResNet, whose largest layer is twice its first, 52-82 (98).
     passes = params["train"]["ensemble"] * (2 * params["package"]["tta_shift"] + 1) ** 2
-    held_at_once = 2 * passes * math.prod(rows[0][1]) + 2 * sizes[-1][0]
+    held_at_once = 3 * passes * math.prod(rows[0][1]) // 2 + 2 * sizes[-1][0]
     for stage, floats, held in (
         ("train", 2 * sum(size for size, _ in sizes), "every layer's values and gradients"),
-        ("evaluate", held_at_once, f"the first layers of all {passes} passes, then the largest's input and output"),
+        ("evaluate", held_at_once, f"1.5 first layers of each of {passes} passes, the largest's input and output"),
     ):
         batch = params[stage]["batch_size"]
         if batch * floats * 4 > budget:

@@ -386,17 +386,17 @@ def test_activations_of_one_batch_beyond_half_the_memory_are_refused(monkeypatch
     validate(COMMITTED)  # the default network trains in far less
     message = error_of({"train.batch_size": 65536, "evaluate.batch_size": 65536})
     assert "train.batch_size: 65536 images x " in message and "lower train.batch_size (or model.filters)" in message
-    assert "evaluate.batch_size: 65536 images x 501,760 activations" in message  # 9 shifted copies
+    assert "evaluate.batch_size: 65536 images x 388,864 activations" in message  # 9 shifted copies
 
 
 def test_every_pass_of_the_saved_model_counts_in_the_evaluate_estimate(monkeypatch):
     """package.tta_shift and train.ensemble multiply the passes evaluate runs at once."""
-    monkeypatch.setattr(capacity, "memory_budget", lambda: 512 * 4 * 25088 * 4)  # one pass: 2 first + 2 largest
+    monkeypatch.setattr(capacity, "memory_budget", lambda: 512 * 7 * 25088 * 4 // 2)  # one pass: 1.5 first + 2 largest
     alone = {"package.tta_shift": 0, "train.batch_size": 1}
     validate(with_values(alone))
-    assert "the first layers of all 2 passes" in error_of({**alone, "train.ensemble": 2})
+    assert "1.5 first layers of each of 2 passes" in error_of({**alone, "train.ensemble": 2})
     message = error_of({**alone, "package.tta_shift": 1})
-    assert "evaluate.batch_size: 512 images x 501,760 activations (the first layers of all 9 passes, then" in message
+    assert "evaluate.batch_size: 512 images x 388,864 activations (1.5 first layers of each of 9 passes" in message
 
 
 def test_ensemble_members_count_in_the_memory_estimate(monkeypatch):
