@@ -33,11 +33,11 @@ def plan(args):
     from bench.presets import PRESETS, RESNET9
     from notmnist.params import validate
 
+    base = RESNET9 if args.preset == "resnet9" else PRESETS[args.preset]
     recipes = {}
     for recipe in args.recipes:
         name, _, extra = recipe.partition("=")
         params = yaml.safe_load((REPO / "params.yaml").read_text())
-        base = RESNET9 if args.preset == "resnet9" else PRESETS[args.preset]
         for override in base + [item for item in extra.split(",") if item]:
             key, _, value = override.partition("=")
             *sections, leaf = key.split(".")
