@@ -10,14 +10,15 @@ ARCHIVE=data/raw/notMNIST_small.tar.gz
 SHARED=../shared/data/notMNIST_small.tar.gz  # the course's (and CI's) shared copy, when present
 PYTHON=${PYTHON:-python3.11}
 
-# 1. Python environment with the pinned dependencies (reinstalled when requirements.txt changes).
+# 1. Python environment with the pinned dependencies: requirements.txt (the pipeline) and
+#    requirements-dev.txt (tests, lint, bench); reinstalled when either changes.
 if ! command -v "$PYTHON" >/dev/null; then
   echo "setup: $PYTHON not found; install Python 3.11 or set PYTHON=/path/to/python3.11" >&2; exit 1
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-if ! cmp -s requirements.txt .venv/.requirements.installed; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-  cp requirements.txt .venv/.requirements.installed
+if ! cat requirements.txt requirements-dev.txt | cmp -s - .venv/.requirements.installed; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  cat requirements.txt requirements-dev.txt > .venv/.requirements.installed
 fi
 # The project's own package (notmnist/ and the `notmnist` command), editable: edits take effect at once.
 # Reinstalled when pyproject.toml changes; not "import notmnist", which the checkout's own folder satisfies.

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist import params
-from notmnist.runtime import setup_tensorflow
+from notmnist.core import config as params
+from notmnist.core.runtime import setup_tensorflow
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("val", "test")
@@ -28,8 +28,8 @@ def member_probabilities(path, shift, arrays):
     """{split: probabilities} of each member of the network in `path`, over its shifted copies."""
     import keras
 
-    from notmnist.files import load_model
-    from notmnist.models import with_shifts
+    from notmnist.core.contract import load_model
+    from notmnist.core.models import with_shifts
 
     network = load_model(path)
     members = [layer for layer in network.layers if isinstance(layer, keras.Model)] or [network]

@@ -1,7 +1,7 @@
 """Screen training recipes on a lent GPU before spending hours of CPU on one; prints, asserts nothing.
 
 The GPU machine has JAX and no TensorFlow, so this trains with Keras 3 on JAX: the project's own
-notmnist.models.build_model and the pipeline's optimiser, schedule and loss, members of several
+notmnist.core.models.build_model and the pipeline's optimiser, schedule and loss, members of several
 recipes in parallel processes. Another backend and other random streams than the pipeline: its
 figures say which CPU run to make; they are never the pipeline's (docs/performance.md, "GPU").
 
@@ -31,7 +31,7 @@ def plan(args):
 
     sys.path.insert(0, str(REPO))
     from bench.presets import PRESETS, RESNET9
-    from notmnist.params import validate
+    from notmnist.core.config import validate
 
     base = RESNET9 if args.preset == "resnet9" else PRESETS[args.preset]
     recipes = {}
@@ -89,7 +89,7 @@ def train_member(recipe, seed):
     sys.path.insert(0, str(REPO))
     import keras
 
-    from notmnist.models import build_model
+    from notmnist.core.models import build_model
 
     train = recipe["train"]
     keras.mixed_precision.set_global_policy(train["precision"])
@@ -100,7 +100,7 @@ def train_member(recipe, seed):
     for layer in model._flatten_layers():  # Keras marks its random image layers unjittable; on JAX they jit
         layer.supports_jit = True
     total = train["epochs"] * steps
-    # notmnist/training.py learning_rate()'s one-cycle, copied: that module imports TensorFlow
+    # notmnist/core/training.py learning_rate()'s one-cycle, copied: that module imports TensorFlow
     warmup = int(0.3 * total)
     schedule = keras.optimizers.schedules.CosineDecay(
         train["learning_rate"] / 25,

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from notmnist.files import LETTERS
-from notmnist.glyphs import read_glyphs
+from notmnist.core.contract import LETTERS
+from notmnist.core.glyphs import read_glyphs
 
 SMALL = Path(__file__).resolve().parents[1] / "data/raw/notMNIST_small.tar.gz"  # the project's own copy (setup.sh)
 ROOT = "notMNIST_large"

@@ -2,7 +2,7 @@
 
     python bench/run.py [--quick] [--only extract train dvc determinism]
 
-1. extract: the streaming reader (notmnist.glyphs.read_glyphs) vs the naive way (untar to disk,
+1. extract: the streaming reader (notmnist.core.glyphs.read_glyphs) vs the naive way (untar to disk,
    then one PIL open per file), on the real archive.
 2. train: the train stage's loop (stages.train.fit: callbacks, DVCLive) with the default model vs
    a plain Keras script of the practical's shape (model.fit on NumPy arrays), same model, data,
@@ -70,7 +70,7 @@ def naive_read(archive, folder):
 
 
 def bench_extract(rounds):
-    from notmnist.glyphs import read_glyphs
+    from notmnist.core.glyphs import read_glyphs
 
     rates = {"naive (untar + PIL per file)": [], "streaming read_glyphs": []}
     for _ in range(rounds):
@@ -99,8 +99,8 @@ def training_data(images):
     """Random slices of the real archive's glyphs, scaled as preprocess does: `images` to train on,
     an eighth as many to validate on each epoch (the pipeline's 80/10 train/val proportion), and
     2,000 more, held out, for the accuracy each variant reaches."""
-    from notmnist.glyphs import read_glyphs
-    from notmnist.split import scale
+    from notmnist.core.glyphs import read_glyphs
+    from notmnist.core.contract import scale
 
     glyphs = read_glyphs(ARCHIVE, show_progress=False)
     order = np.random.default_rng(0).permutation(len(glyphs.labels))
@@ -132,7 +132,7 @@ class EpochClock:
 
 
 def settings(precision, epochs):
-    from notmnist import params
+    from notmnist.core import config as params
 
     chosen = params.load(REPO / "params.yaml")
     chosen["train"].update(precision=precision, epochs=epochs)
@@ -142,10 +142,10 @@ def settings(precision, epochs):
 def plain_keras(data, validation, chosen, clock):
     """The practical's main.py shape: build, compile, model.fit on NumPy arrays. Its network is the
     default one written with stock Keras layers: keras.layers.BatchNormalization where the pipeline
-    has notmnist.layers.BatchNorm (same weights and maths, fused training kernel)."""
+    has notmnist.core.layers.BatchNorm (same weights and maths, fused training kernel)."""
     import keras
 
-    from notmnist import models as architectures
+    from notmnist.core import models as architectures
 
     architectures.BatchNorm, pipeline_layer = keras.layers.BatchNormalization, architectures.BatchNorm
     try:
@@ -165,11 +165,11 @@ def plain_keras(data, validation, chosen, clock):
 
 
 def stage_fit(data, validation, chosen, clock):
-    """notmnist.training's loop: its optimizer, schedule, callbacks and DVCLive logging."""
+    """notmnist.core.training's loop: its optimizer, schedule, callbacks and DVCLive logging."""
     from dvclive import Live
 
-    from notmnist import training as train
-    from notmnist.models import build_model
+    from notmnist.core import training as train
+    from notmnist.core.models import build_model
 
     model = build_model(chosen["model"])
     original = train.callbacks
@@ -204,7 +204,7 @@ def one_run(kind, precision, splits, epochs, seed=42):
 
 
 def bench_train(rounds, images, epochs):
-    from notmnist.runtime import setup_tensorflow
+    from notmnist.core.runtime import setup_tensorflow
 
     setup_tensorflow(2)
     splits = training_data(images)

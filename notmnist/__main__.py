@@ -1,3 +1,3 @@
-from notmnist.cli import main
+from notmnist.tools.cli import main
 
 main()

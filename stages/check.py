@@ -10,9 +10,9 @@ DVC still reruns only the stages that read that parameter.
 import argparse
 from pathlib import Path
 
-from notmnist import params
-from notmnist.files import write_bytes
-from notmnist.runtime import entry_point
+from notmnist.core import config as params
+from notmnist.core.io import write_bytes
+from notmnist.core.runtime import entry_point
 
 PASSED = b"params.yaml passed the schema check\n"  # constant: its hash must not depend on the parameters
 

@@ -11,20 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist import params
-from notmnist.files import (
-    check_images_and_labels,
-    load_arrays,
-    load_model,
-    params_fingerprint,
-    refuse_changed_params,
-    refuse_overwriting_inputs,
-    write_bytes,
-    write_json,
-)
-from notmnist.gallery import misclassified_grid, most_confident_mistakes
-from notmnist.metrics import confusion_rows, per_class, scores
-from notmnist.runtime import entry_point, setup_tensorflow
+from notmnist.core import config as params
+from notmnist.core.contract import check_images_and_labels, load_model
+from notmnist.core.io import load_arrays, refuse_overwriting_inputs, write_bytes, write_json
+from notmnist.core.FILES_LEFT import params_fingerprint, refuse_changed_params
+from notmnist.core.gallery import misclassified_grid, most_confident_mistakes
+from notmnist.core.metrics import confusion_rows, per_class, scores
+from notmnist.core.runtime import entry_point, setup_tensorflow
 
 
 def load_eval_split(path):

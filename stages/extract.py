@@ -10,10 +10,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from notmnist import params
-from notmnist.files import LETTERS, refuse_overwriting_inputs, write_json, write_npz
-from notmnist.glyphs import looks_inverted, read_glyphs
-from notmnist.runtime import entry_point
+from notmnist.core import config as params
+from notmnist.core.contract import LETTERS
+from notmnist.core.io import refuse_overwriting_inputs, write_json, write_npz
+from notmnist.core.glyphs import looks_inverted, read_glyphs
+from notmnist.core.runtime import entry_point
 
 
 def report(glyphs, source):

@@ -2,7 +2,7 @@
 
     python -m stages.package models/trained.keras models/model.keras
 With package.tta_shift n > 0 the saved model averages the network's probabilities over the image
-moved by up to n pixels each way, (2n + 1)^2 copies (notmnist.models.with_shifts), so that grade,
+moved by up to n pixels each way, (2n + 1)^2 copies (notmnist.core.models.with_shifts), so that grade,
 predict, export and a plain `keras.models.load_model` get the same test-time augmentation that
 evaluate measures. Its own stage: changing it reruns this and evaluate, never training.
 """
@@ -10,15 +10,11 @@ evaluate measures. Its own stage: changing it reruns this and evaluate, never tr
 import argparse
 from pathlib import Path
 
-from notmnist import params
-from notmnist.files import (
-    check_writable,
-    load_model,
-    params_fingerprint,
-    refuse_changed_params,
-    refuse_overwriting_inputs,
-)
-from notmnist.runtime import entry_point
+from notmnist.core import config as params
+from notmnist.core.contract import load_model
+from notmnist.core.io import check_writable, refuse_overwriting_inputs
+from notmnist.core.FILES_LEFT import params_fingerprint, refuse_changed_params
+from notmnist.core.runtime import entry_point
 
 
 @entry_point
@@ -32,7 +28,7 @@ def main():
     shift = settings["package"]["tta_shift"]
     refuse_overwriting_inputs([args.network_path], [args.model_path])
     check_writable(args.model_path)
-    from notmnist.models import save_model, with_shifts
+    from notmnist.core.models import save_model, with_shifts
 
     model = with_shifts(load_model(args.network_path), shift)
     refuse_changed_params(started_with)

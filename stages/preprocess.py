@@ -2,7 +2,7 @@
 
     python -m stages.preprocess data/interim/images.npz data/processed
 writes data/processed/{train,val,test}.npz (x: float32 (N, 28, 28, 1) in [0, 1], y: uint8
-labels, names) and summary.json. The split itself: notmnist/split.py.
+labels, names) and summary.json. The split itself: notmnist/core/split.py.
 """
 
 import argparse
@@ -11,18 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist import params
-from notmnist.files import (
-    check_images_and_labels,
-    load_arrays,
-    params_fingerprint,
-    refuse_changed_params,
-    refuse_overwriting_inputs,
-    write_json,
-    write_npz,
-)
-from notmnist.runtime import entry_point
-from notmnist.split import SPLITS, coverage_warnings, split_part, split_plan
+from notmnist.core import config as params
+from notmnist.core.contract import check_images_and_labels
+from notmnist.core.io import load_arrays, refuse_overwriting_inputs, write_json, write_npz
+from notmnist.core.FILES_LEFT import params_fingerprint, refuse_changed_params
+from notmnist.core.runtime import entry_point
+from notmnist.core.split import SPLITS, coverage_warnings, split_part, split_plan
 
 
 @entry_point

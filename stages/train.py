@@ -4,7 +4,7 @@
 Logs per-epoch loss, accuracy and learning rate with DVCLive into metrics/train/ (ensemble member
 i > 0 of train.ensemble into metrics/train/member_<i>/), and the wall-clock cost into
 metrics/timing.json. An ensemble is saved as one model averaging its members' probabilities. The
-test split is never read here. The saved network holds only Keras's own layers (notmnist.models.to_stock);
+test split is never read here. The saved network holds only Keras's own layers (notmnist.core.models.to_stock);
 the package stage makes models/model.keras of it.
 """
 
@@ -12,15 +12,10 @@ import argparse
 import time
 from pathlib import Path
 
-from notmnist import params
-from notmnist.files import (
-    check_writable,
-    params_fingerprint,
-    refuse_changed_params,
-    refuse_overwriting_inputs,
-    write_json,
-)
-from notmnist.runtime import entry_point, setup_tensorflow
+from notmnist.core import config as params
+from notmnist.core.io import check_writable, refuse_overwriting_inputs, write_json
+from notmnist.core.FILES_LEFT import params_fingerprint, refuse_changed_params
+from notmnist.core.runtime import entry_point, setup_tensorflow
 
 LIVE_DIR = Path("metrics/train")
 TIMING = Path("metrics/timing.json")
@@ -37,14 +32,14 @@ def main():
     refuse_overwriting_inputs([args.data_dir / "train.npz", args.data_dir / "val.npz"], [args.model_path, LIVE_DIR])
     for path, folder in ((args.model_path, False), (LIVE_DIR, True), (TIMING, False)):  # before the long work
         check_writable(path, folder)
-    from notmnist.training import load_split, train_members  # after params: a bad file fails before TensorFlow loads
+    from notmnist.core.training import load_split, train_members  # after params: a bad file fails before TensorFlow loads
 
     x, y = load_split(args.data_dir / "train.npz")
     validation = load_split(args.data_dir / "val.npz")
     setup_tensorflow(settings["threads"], settings["seed"])
     import keras
 
-    from notmnist.models import ensemble, save_model
+    from notmnist.core.models import ensemble, save_model
 
     keras.mixed_precision.set_dtype_policy(settings["train"]["precision"])
     start = time.perf_counter()

@@ -3,14 +3,14 @@ activation and initialiser, each optimiser and learning-rate schedule."""
 
 import math
 
-import keras  # noqa: E402  (after notmnist.training, which quiets TensorFlow first)
+import keras  # noqa: E402  (after notmnist.core.training, which quiets TensorFlow first)
 import numpy as np
 import pytest
 
-from notmnist import params
-from notmnist.models import build_model  # noqa: E402
-from notmnist.runtime import PipelineError
-from notmnist.training import callbacks, fit, learning_rate, optimizer
+from notmnist.core import config as params
+from notmnist.core.models import build_model  # noqa: E402
+from notmnist.core.runtime import PipelineError
+from notmnist.core.training import callbacks, fit, learning_rate, optimizer
 
 NO_AUGMENT = {"shift": 0.0, "rotation": 0.0, "zoom": 0.0}
 
@@ -37,7 +37,7 @@ def train_one_step(model, compiled_with="adam"):
 
 
 def layer_kinds(model):
-    """Keras's class names (notmnist.layers.BatchNorm counts as the BatchNormalization it is)."""
+    """Keras's class names (notmnist.core.layers.BatchNorm counts as the BatchNormalization it is)."""
     return [
         next(kind.__name__ for kind in type(layer).__mro__ if kind.__module__.startswith("keras."))
         for layer in model.layers
@@ -256,11 +256,11 @@ def test_plateau_early_stopping_and_label_smoothing_reach_the_fit(tmp_path):
 
 @pytest.mark.parametrize("shape", [(32, 14, 14, 8), (32, 16)])
 def test_fused_batch_norm_trains_like_keras_batch_normalization(shape):
-    """notmnist.layers.BatchNorm (fused kernel for images, Keras's path for dense inputs): same
+    """notmnist.core.layers.BatchNorm (fused kernel for images, Keras's path for dense inputs): same
     outputs, gradients and moving statistics as keras.layers.BatchNormalization, to float32 noise."""
     import tensorflow as tf
 
-    from notmnist.layers import BatchNorm
+    from notmnist.core.layers import BatchNorm
 
     x = tf.constant(np.random.default_rng(0).normal(1.0, 3.0, shape).astype("float32"))
     pair = [keras.layers.BatchNormalization(momentum=0.9), BatchNorm(momentum=0.9)]
@@ -364,7 +364,7 @@ def test_one_cycle_warms_up_to_the_peak_then_anneals_to_almost_nothing():
 
 @pytest.mark.parametrize("mixing", [{"mixup": 0.4}, {"cutmix": 1.0}, {"mixup": 0.4, "cutmix": 1.0}])
 def test_mixing_blends_training_batches_reproducibly(mixing):
-    from notmnist.training import mixed_batches
+    from notmnist.core.training import mixed_batches
 
     train = settings(train={"batch_size": 8, **mixing})["train"]
     x, y = images(24)
@@ -377,7 +377,7 @@ def test_mixing_blends_training_batches_reproducibly(mixing):
 
 
 def test_mixing_works_under_mixed_bfloat16_and_keeps_float32_batches():
-    from notmnist.training import mixed_batches
+    from notmnist.core.training import mixed_batches
 
     train = settings(train={"batch_size": 8, "mixup": 0.4, "cutmix": 1.0, "precision": "mixed_bfloat16"})["train"]
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16")  # as stages/train sets it for this precision

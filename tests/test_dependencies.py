@@ -102,7 +102,7 @@ def test_docs_generators_are_no_stage_dependency():
     """Editing the parameter reference or the CLI reruns nothing."""
     for name, stage in STAGES.items():
         deps = code_deps(stage)
-        assert "notmnist/reference.py" not in deps and "notmnist/cli.py" not in deps, name
+        assert "notmnist/tools/reference.py" not in deps and "notmnist/tools/cli.py" not in deps, name
 
 
 if __name__ == "__main__":  # print the deps each stage should list

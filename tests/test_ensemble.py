@@ -10,9 +10,9 @@ import sysconfig
 import numpy as np
 import pytest
 
-from notmnist import params
-from notmnist.models import all_layers, build_model, ensemble, save_model, shifted, with_shifts
-from notmnist.training import keras, member_seed, train_members
+from notmnist.core import config as params
+from notmnist.core.models import all_layers, build_model, ensemble, save_model, shifted, with_shifts
+from notmnist.core.training import keras, member_seed, train_members
 
 TINY = {"filters": [2, 3], "hidden_size": 5, "convs_per_block": 1}
 
@@ -144,7 +144,7 @@ def test_with_shifts_averages_the_network_over_every_shifted_copy():
 @pytest.mark.parametrize("kind", ["default cnn", "ensemble of 2", "ensemble of 2 over 9 shifted copies"])
 def test_saved_model_loads_with_plain_keras_and_predicts_the_same(tmp_path, kind):
     x, y = images(16, seed=2)
-    if kind == "default cnn":  # the default network, with the fused BatchNorm of notmnist.layers while training
+    if kind == "default cnn":  # the default network, with the fused BatchNorm of notmnist.core.layers while training
         keras.utils.set_random_seed(0)
         model = build_model(params.validate({})["model"])
         assert "BatchNorm" in {type(layer).__name__ for layer in model.layers}
@@ -161,7 +161,7 @@ def test_saved_model_loads_with_plain_keras_and_predicts_the_same(tmp_path, kind
 
 
 def test_average_combines_finished_models_of_other_architectures_into_one_plain_keras_file(tmp_path, capsys):
-    from notmnist import cli
+    from notmnist.tools import cli
 
     x, y = images(12, seed=3)
     np.savez(tmp_path / "split.npz", x=x, y=y.argmax(axis=1).astype(np.uint8))
@@ -187,7 +187,7 @@ def test_average_combines_finished_models_of_other_architectures_into_one_plain_
     ],
 )
 def test_average_refuses_what_it_cannot_do_before_loading_anything(tmp_path, monkeypatch, capsys, arguments, message):
-    from notmnist import cli
+    from notmnist.tools import cli
 
     monkeypatch.chdir(tmp_path)  # no model files here: the refusal must come before any load
     with pytest.raises(SystemExit) as stopped:

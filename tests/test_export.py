@@ -41,8 +41,8 @@ def test_saved_model_and_tflite_give_the_keras_top1_on_real_glyphs(exported, gly
     """Checked here, independently of the command's own report."""
     import tensorflow as tf
 
-    from notmnist.files import load_model
-    from notmnist.split import scale
+    from notmnist.core.contract import load_model
+    from notmnist.core.contract import scale
 
     model_path, out, _ = exported
     x = scale(arrays(glyph_sets[1])[0])
@@ -117,7 +117,7 @@ def test_a_failed_export_leaves_no_partial_folder_and_keeps_the_old_export(tmp_p
     TFLite conversion) leaves the previous export as it was and no temporary folder."""
     from argparse import Namespace
 
-    from notmnist import export
+    from notmnist.tools import export
 
     model_path, previous, _ = exported
     out = tmp_path / "export"

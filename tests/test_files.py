@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from helpers import REPO
-from notmnist import files, models
-from notmnist.runtime import PipelineError
+from notmnist.core import files, models
+from notmnist.core.runtime import PipelineError
 
 
 def listing(folder):
@@ -160,7 +160,7 @@ def test_preprocess_refuses_an_edited_images_npz_and_writes_nothing(tmp_path):
 
 @pytest.fixture(scope="module")
 def keras():
-    from notmnist.runtime import quiet_tensorflow
+    from notmnist.core.runtime import quiet_tensorflow
 
     quiet_tensorflow()
     import keras
@@ -219,7 +219,7 @@ def test_a_missing_or_garbage_model_is_refused(tmp_path, keras, content, message
 # --- thread pinning ---------------------------------------------------------------------------
 
 PINNED = (
-    "from notmnist.files import pin_threads; pin_threads(); import tensorflow as tf; "
+    "from notmnist.core.files import pin_threads; pin_threads(); import tensorflow as tf; "
     "print(tf.config.threading.get_intra_op_parallelism_threads())"
 )
 
@@ -228,7 +228,7 @@ PINNED = (
 def test_model_users_pin_threads_from_params_or_the_default(tmp_path, threads_in_params):
     """predict and grade call only load_model: it must pin the thread count, from params.yaml
     when run in the project, else to the pipeline's default, never to the machine's core count."""
-    from notmnist import params
+    from notmnist.core import config as params
 
     if threads_in_params is not None:
         settings = yaml.safe_load((REPO / "params.yaml").read_text())

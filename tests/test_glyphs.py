@@ -1,4 +1,4 @@
-"""Unit tests of notmnist/glyphs.py on tiny archives and folders built in the test: bad images are
+"""Unit tests of notmnist/core/glyphs.py on tiny archives and folders built in the test: bad images are
 skipped with a reason, a hostile or broken source is refused with a PipelineError naming it."""
 
 import gzip
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from helpers import LETTERS, REPO, glyph_members, png_bytes, write_tar
-from notmnist import glyphs as glyphs_module
-from notmnist.glyphs import MAX_MEMBER_BYTES, looks_inverted, read_glyphs
-from notmnist.runtime import PipelineError
+from notmnist.core import glyphs as glyphs_module
+from notmnist.core.glyphs import MAX_MEMBER_BYTES, looks_inverted, read_glyphs
+from notmnist.core.runtime import PipelineError
 
 
 def read(source, **kwargs):
@@ -481,7 +481,7 @@ def test_undecodable_names_print_on_an_ascii_terminal(tmp_path):
     archive = tmp_path / "odd.tar.gz"
     archive.write_bytes(gzip.compress(buffer.getvalue()))
     code = (
-        "from notmnist.runtime import entry_point\nfrom notmnist.glyphs import read_glyphs\n"
+        "from notmnist.core.runtime import entry_point\nfrom notmnist.core.glyphs import read_glyphs\n"
         f"entry_point(lambda: print(read_glyphs({str(archive)!r}).names))()"
     )
     result = subprocess.run(

@@ -26,7 +26,7 @@ def model_path(tmp_path_factory, glyph_sets):
 
 @pytest.fixture(scope="module")
 def model(model_path):
-    from notmnist.files import load_model
+    from notmnist.core.contract import load_model
 
     return load_model(model_path)
 
@@ -46,8 +46,8 @@ def write_folder(root, members):
 
 
 def test_grade_cli_scores_an_archive_and_counts_undecodable_members(tmp_path, glyph_sets, model_path, model):
-    from notmnist.metrics import scores
-    from notmnist.split import scale
+    from notmnist.core.metrics import scores
+    from notmnist.core.contract import scale
 
     held_out = glyph_sets[1]
     broken = {"A/broken.png": b"\x89PNG\r\n\x1a\n not really", "C/empty.png": b"", "notes/readme.png": png_bytes()}
@@ -71,8 +71,8 @@ def test_grade_cli_scores_an_archive_and_counts_undecodable_members(tmp_path, gl
 
 
 def test_grade_gives_the_same_report_for_a_folder_and_its_archive(tmp_path, glyph_sets, model):
-    from notmnist.glyphs import read_glyphs
-    from notmnist.grade import grade
+    from notmnist.core.glyphs import read_glyphs
+    from notmnist.tools.grade import grade
 
     held_out = dict(list(glyph_sets[1].items())[::3])  # a few letters may be missing: allowed
     folder = write_folder(tmp_path / "folder", held_out)
@@ -143,8 +143,8 @@ def test_predict_piped_into_head_stops_quietly(tmp_path, glyph_sets, model_path)
 
 
 def test_predict_table_and_archive_input_agree_with_the_models_own_predictions(tmp_path, glyph_sets, model):
-    from notmnist.predict import collect, predictions, table
-    from notmnist.split import scale
+    from notmnist.tools.predict import collect, predictions, table
+    from notmnist.core.contract import scale
 
     members = dict(list(glyph_sets[1].items())[:12])
     archive = write_tar(tmp_path / "few.tar.gz", members)
@@ -186,8 +186,8 @@ def test_predict_strict_refuses_what_it_would_convert(tmp_path, glyph_sets, mode
 def test_predict_conversion_matches_the_pipeline_for_a_28x28_grayscale_glyph():
     from PIL import Image
 
-    from notmnist.glyphs import decode_png
-    from notmnist.predict import load_image
+    from notmnist.core.glyphs import decode_png
+    from notmnist.tools.predict import load_image
 
     data = png_bytes(np.arange(28 * 28, dtype=np.uint8).reshape(28, 28))
     image, note = load_image(data, strict=False)

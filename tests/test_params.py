@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from helpers import REPO, glyph_members, make_project, ran_stages, run
-from notmnist import capacity, params, reference
-from notmnist.params import ParamsError, validate
+from notmnist.core import capacity, params, reference
+from notmnist.core.config import ParamsError, validate
 
 COMMITTED = yaml.safe_load((REPO / "params.yaml").read_text())
 DVC_STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
@@ -430,7 +430,7 @@ def test_ensemble_members_count_in_the_memory_estimate(monkeypatch):
     ],
 )
 def test_arithmetic_counts_the_parameters_keras_builds(model):
-    from notmnist.models import build_model
+    from notmnist.core.models import build_model
 
     settings = validate({"model": model})["model"]
     rows, problem = capacity.network_shapes(capacity.preset_layers(settings))

@@ -33,7 +33,7 @@ def grid_inputs(count, seed=0):
 
 @pytest.mark.parametrize("count", [0, 1, 8, 9, 40])
 def test_misclassified_grid_has_one_cell_per_glyph(count):
-    from notmnist.gallery import CELL_HEIGHT, GRID_COLUMNS, HEADER_HEIGHT, misclassified_grid
+    from notmnist.core.gallery import CELL_HEIGHT, GRID_COLUMNS, HEADER_HEIGHT, misclassified_grid
 
     image = Image.open(io.BytesIO(misclassified_grid(*grid_inputs(count), total_wrong=count)))
     rows = max(1, -(-count // GRID_COLUMNS))
@@ -43,14 +43,14 @@ def test_misclassified_grid_has_one_cell_per_glyph(count):
 
 
 def test_misclassified_grid_bytes_depend_only_on_its_inputs():
-    from notmnist.gallery import misclassified_grid
+    from notmnist.core.gallery import misclassified_grid
 
     assert misclassified_grid(*grid_inputs(12), 30) == misclassified_grid(*grid_inputs(12), 30)
     assert misclassified_grid(*grid_inputs(12), 30) != misclassified_grid(*grid_inputs(12, seed=1), 30)
 
 
 def test_most_confident_mistakes_come_first_and_right_answers_never_appear():
-    from notmnist.gallery import most_confident_mistakes
+    from notmnist.core.gallery import most_confident_mistakes
 
     probabilities = np.full((4, 10), 0.01, dtype=np.float32)
     probabilities[0, 1], probabilities[1, 2], probabilities[2, 0], probabilities[3, 3] = 0.6, 0.9, 0.95, 0.7
@@ -60,7 +60,7 @@ def test_most_confident_mistakes_come_first_and_right_answers_never_appear():
 
 
 def test_confusion_is_ten_by_ten_with_actual_letters_as_rows():
-    from notmnist.metrics import confusion
+    from notmnist.core.metrics import confusion
 
     matrix = np.array(confusion(predicted=np.array([1, 1, 9]), labels=np.array([0, 1, 9])))
     assert matrix.shape == (10, 10) and matrix[0, 1] == 1 and matrix[1, 1] == 1 and matrix[9, 9] == 1
@@ -95,7 +95,7 @@ def test_dvclive_logs_one_point_per_epoch_for_train_and_validation(project):
 
 @pipeline
 def test_evaluate_writes_the_plot_files(project):
-    from notmnist.gallery import GRID_MAX, grid_size
+    from notmnist.core.gallery import GRID_MAX, grid_size
 
     metrics = json.loads((project / "metrics/evaluate.json").read_text())
     confusion = json.loads((project / "metrics/plots/confusion.json").read_text())

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from notmnist.runtime import PipelineError
-from notmnist.split import SPLITS, conflicting, coverage_warnings, pixel_keys, scale, split_dataset
+from notmnist.core.runtime import PipelineError
+from notmnist.core.contract import scale
+from notmnist.core.split import SPLITS, conflicting, coverage_warnings, pixel_keys, split_dataset
 
 DATA = {"val_fraction": 0.1, "test_fraction": 0.1, "split_seed": 0, "group_by_font": False}
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from helpers import png_bytes
-from notmnist.runtime import NOISE, quiet_stderr
+from notmnist.core.runtime import NOISE, quiet_stderr
 
 # What TensorFlow 2.21 prints on CPU: banners while it loads, then a tf.data error-level log line.
 SEEN_NOISE = ("oneDNN custom operations are on", "absl::InitializeLog", "cpu_feature_guard", "NodeDef mentions")
@@ -35,7 +35,7 @@ def test_quiet_stderr_passes_everything_when_verbose(capfd, monkeypatch):
 @pytest.fixture(scope="module")
 def predict_inputs(tmp_path_factory):
     """A small stock Keras model and one glyph PNG: enough for `notmnist predict` to load TensorFlow."""
-    from notmnist.runtime import quiet_tensorflow
+    from notmnist.core.runtime import quiet_tensorflow
 
     quiet_tensorflow()
     import keras

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from helpers import REPO, glyph_members, make_project, png_bytes, ran_stages, run, write_tar
-from notmnist import params
-from notmnist.files import write_npz
-from notmnist.glyphs import chunked, decode_chunk, read_glyphs
-from notmnist.split import scale, split_dataset
+from notmnist.core import config as params
+from notmnist.core.io import write_npz
+from notmnist.core.glyphs import chunked, decode_chunk, read_glyphs
+from notmnist.core.contract import scale
+from notmnist.core.split import split_dataset
 
 
 def same_glyphs(a, b):
@@ -38,7 +39,7 @@ def mixed_archive(tmp_path):
 
 
 def test_parallel_decoding_gives_the_serial_result(mixed_archive, monkeypatch):
-    monkeypatch.setattr("notmnist.glyphs.CHUNK_MEMBERS", 16)
+    monkeypatch.setattr("notmnist.core.glyphs.CHUNK_MEMBERS", 16)
     serial = read_glyphs(mixed_archive, show_progress=False, workers=1)
     parallel = read_glyphs(mixed_archive, show_progress=False, workers=2)
     assert same_glyphs(serial, parallel)
@@ -60,7 +61,7 @@ def test_chunked_splits_without_losing_items():
 
 
 def test_write_npz_streams_the_same_bytes_as_savez_with_fixed_dates(tmp_path):
-    from notmnist.files import fixed_zip_times
+    from notmnist.core.io import fixed_zip_times
 
     arrays = {
         "x": np.random.default_rng(0).random((50, 28, 28, 1), dtype=np.float32),
@@ -130,15 +131,15 @@ def test_large_archive_generator_makes_unique_font_named_glyphs(tmp_path):
 DISTRIBUTED_RUNS = """
 import json, tempfile
 import keras, numpy as np
-from notmnist.runtime import setup_tensorflow
+from notmnist.core.runtime import setup_tensorflow
 setup_tensorflow(1)
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from dvclive import Live
-from notmnist import params
-from notmnist.models import build_model
-from notmnist.training import fit, strategy
+from notmnist.core import config as params
+from notmnist.core.models import build_model
+from notmnist.core.training import fit, strategy
 rng = np.random.default_rng(0)
 x = rng.random((512, 28, 28, 1), dtype=np.float32)
 y = np.eye(10, dtype=np.float32)[(x.reshape(512, -1).mean(axis=1) * 1000).astype(int) % 10]

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from notmnist import cli
-from notmnist.metrics import mcnemar, scores, wilson_interval
-from notmnist.seeds import summarise, table
+from notmnist.tools import cli
+from notmnist.core.metrics import mcnemar, scores, wilson_interval
+from notmnist.tools.seeds import summarise, table
 
 
 def test_wilson_interval_of_95_in_100_is_the_textbook_one():
@@ -49,8 +49,8 @@ def test_mcnemar_of_models_that_never_disagree_is_1():
 def test_compare_cli_prints_both_intervals_and_the_test(tmp_path, capsys):
     import keras
 
-    from notmnist.files import write_npz
-    from notmnist.models import save_model
+    from notmnist.core.io import write_npz
+    from notmnist.core.models import save_model
 
     rng = np.random.default_rng(0)
     x, y = rng.random((30, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 30).astype(np.uint8)
@@ -73,7 +73,7 @@ def test_compare_cli_prints_both_intervals_and_the_test(tmp_path, capsys):
 
 
 def test_compare_names_a_model_that_is_neither_a_file_nor_an_experiment(tmp_path, capsys):
-    from notmnist.files import write_npz
+    from notmnist.core.io import write_npz
 
     write_npz(tmp_path / "split.npz", x=np.zeros((2, 28, 28, 1), np.float32), y=np.zeros(2, np.uint8))
     with pytest.raises(SystemExit) as stopped:

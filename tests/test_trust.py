@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from helpers import REPO, UNDO, glyph_members, make_project, ran_stages, real_members, run, set_params, write_tar
-from notmnist import files
-from notmnist.runtime import PipelineError
+from notmnist.core import files
+from notmnist.core.runtime import PipelineError
 
 slow = pytest.mark.slow
 

@@ -4,11 +4,11 @@
 import numpy as np
 
 from helpers import LETTERS
-from notmnist import params
-from notmnist.glyphs import BadGlyph, decode_png
-from notmnist.models import save_model
-from notmnist.runtime import setup_tensorflow
-from notmnist.split import scale
+from notmnist.core import config as params
+from notmnist.core.glyphs import BadGlyph, decode_png
+from notmnist.core.models import save_model
+from notmnist.core.runtime import setup_tensorflow
+from notmnist.core.contract import scale
 
 # A small CNN that reaches ~80% on held-out fonts in a few seconds; augmentation stays on, so
 # the export test also proves that the exported model does not augment at serving time.
@@ -30,7 +30,7 @@ def arrays(members):
 def train_quick_model(members, path, epochs=6):
     import keras
 
-    from notmnist.models import build_model
+    from notmnist.core.models import build_model
 
     setup_tensorflow(threads=2, seed=0)
     images, labels = arrays(members)

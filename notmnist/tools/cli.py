@@ -17,9 +17,9 @@ import importlib
 import os
 import sys
 
-from notmnist.runtime import entry_point
+from notmnist.core.runtime import entry_point
 
-TOOLS = ("grade", "predict", "export", "plots", "compare", "average", "seeds", "restore")  # modules of notmnist/
+TOOLS = ("grade", "predict", "export", "plots", "compare", "average", "seeds", "restore")  # modules of notmnist/tools/
 
 
 def add_params_parser(subparsers):
@@ -37,11 +37,11 @@ def add_params_parser(subparsers):
 
 def run_params(args):
     if args.table:
-        from notmnist.reference import tables
+        from notmnist.tools.reference import tables
 
         print(tables(), end="")
         return
-    from notmnist import params
+    from notmnist.core import config as params
 
     params.load(args.path)
     print(f"{args.path}: ok")
@@ -54,7 +54,7 @@ def parser(tools=TOOLS):
     main_parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     subparsers = main_parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
     for name in tools:  # each tool module: its docstring is its help, add_arguments(parser) and run(args)
-        module = importlib.import_module(f"notmnist.{name}")
+        module = importlib.import_module(f"notmnist.tools.{name}")
         tool_parser = subparsers.add_parser(
             name,
             description=module.__doc__,

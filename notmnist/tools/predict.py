@@ -6,7 +6,7 @@
 Inputs are PNG files, folders (searched recursively for image files) or tar.gz archives in the
 notMNIST layout (<root>/A..J/*.png). The model's input is what the pipeline trains on: an 8-bit
 grayscale (mode L) 28x28 image, white glyph on black, scaled to [0, 1]. A 28x28 L PNG is decoded
-exactly as in training (notmnist.glyphs.decode_png). Any other image that Pillow reads (another size,
+exactly as in training (notmnist.core.glyphs.decode_png). Any other image that Pillow reads (another size,
 colour, 16-bit, JPEG...) is converted to grayscale L and resized to 28x28, with a note saying so;
 `--strict` refuses it instead, and `--invert` turns dark-on-light pictures (ink on paper) into the
 light-on-dark glyphs the model knows. Archive members are decoded as the pipeline does: members
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from notmnist.files import IMAGE_SHAPE, LETTERS, load_model
-from notmnist.glyphs import BadGlyph, decode_png, letter_of, looks_inverted, read_glyphs
-from notmnist.runtime import PipelineError, quiet_tensorflow
-from notmnist.split import scale
+from notmnist.core.contract import IMAGE_SHAPE, LETTERS, load_model
+from notmnist.core.glyphs import BadGlyph, decode_png, letter_of, looks_inverted, read_glyphs
+from notmnist.core.runtime import PipelineError, quiet_tensorflow
+from notmnist.core.contract import scale
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist.files import check_images_and_labels, load_arrays, load_model
-from notmnist.metrics import mcnemar, scores
-from notmnist.runtime import PipelineError, quiet_tensorflow
+from notmnist.core.contract import check_images_and_labels, load_model
+from notmnist.core.io import load_arrays
+from notmnist.core.metrics import mcnemar, scores
+from notmnist.core.runtime import PipelineError, quiet_tensorflow
 
 BATCH_SIZE = 512
 MODEL_IN_REPO = "models/model.keras"

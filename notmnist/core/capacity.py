@@ -9,7 +9,7 @@ import os
 
 def preset_layers(model):
     """The network's hidden layers in model.layers' vocabulary, each with the key that sets it: what
-    notmnist/models.py builds between the input and the output Dense(10)."""
+    notmnist/core/models.py builds between the input and the output Dense(10)."""
     architecture, filters, width = model["architecture"], model["filters"], model["hidden_size"]
     if architecture == "custom":
         return [(f"model.layers.{i}", layer) for i, layer in enumerate(model["layers"])]

@@ -4,7 +4,7 @@
     notmnist grade models/model.keras path/to/folder        # prints the JSON
 
 The source is a tar.gz or a folder holding <root>/A/*.png ... J/*.png. Glyphs are decoded
-(notmnist.glyphs) and scaled (notmnist.split.scale) exactly as the pipeline does, and scored
+(notmnist.core.glyphs) and scaled (notmnist.core.split.scale) exactly as the pipeline does, and scored
 with evaluate's own functions. Members that cannot be decoded are skipped and counted, with
 their reasons, in the report. Letters with no image are allowed (their recall is 0 of 0).
 """
@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist.files import LETTERS, check_writable, load_model, refuse_overwriting_inputs, write_json
-from notmnist.glyphs import read_glyphs
-from notmnist.metrics import confusion, per_class, scores
-from notmnist.runtime import PipelineError, quiet_tensorflow
-from notmnist.split import scale
+from notmnist.core.contract import LETTERS, load_model
+from notmnist.core.io import check_writable, refuse_overwriting_inputs, write_json
+from notmnist.core.glyphs import read_glyphs
+from notmnist.core.metrics import confusion, per_class, scores
+from notmnist.core.runtime import PipelineError, quiet_tensorflow
+from notmnist.core.contract import scale
 
 BATCH_SIZE = 512
 

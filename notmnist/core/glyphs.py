@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pyspng
 
-from notmnist.files import IMAGE_SHAPE, LETTERS
-from notmnist.runtime import PipelineError
+from notmnist.core.contract import IMAGE_SHAPE, LETTERS
+from notmnist.core.runtime import PipelineError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_MEMBER_BYTES = 1 << 20  # a notMNIST PNG is under 1 KiB; anything this big is not a glyph

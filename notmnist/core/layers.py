@@ -1,7 +1,7 @@
 """Layers of our own: Keras layers with a faster training path, same weights and same maths.
 
 Registered with Keras, so a saved model names them and loads wherever this module is imported
-(notmnist.files.load_model imports it).
+(notmnist.core.files.load_model imports it).
 """
 
 import keras

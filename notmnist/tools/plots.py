@@ -18,8 +18,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from notmnist.files import write_bytes
-from notmnist.runtime import PipelineError
+from notmnist.core.io import write_bytes
+from notmnist.core.runtime import PipelineError
 
 DEFAULT_OUT = Path("dvc_plots/offline")
 PNG_SCALE = 2  # crisp on high-density screens; the SVG is there for any size

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist.compare import BATCH_SIZE, model_file
-from notmnist.files import check_images_and_labels, check_writable, load_arrays, load_model
-from notmnist.metrics import scores
-from notmnist.runtime import PipelineError, quiet_tensorflow
+from notmnist.tools.compare import BATCH_SIZE, model_file
+from notmnist.core.contract import check_images_and_labels, load_model
+from notmnist.core.io import check_writable, load_arrays
+from notmnist.core.metrics import scores
+from notmnist.core.runtime import PipelineError, quiet_tensorflow
 
 
 def average(models):
     """One model averaging `models`' probabilities; each becomes a member named model_<i>."""
-    from notmnist.models import ensemble  # imports Keras: after quiet_tensorflow()
+    from notmnist.core.models import ensemble  # imports Keras: after quiet_tensorflow()
 
     for index, model in enumerate(models):
         model.name = f"model_{index}"  # loaded models share names ("cnn", "ensemble"); a model needs unique ones
@@ -64,7 +65,7 @@ def run(args):
             f"{name}: accuracy on {args.split} {result['accuracy']:.4f} "
             f"(95% CI {result['accuracy_low']:.4f}-{result['accuracy_high']:.4f})"
         )
-    from notmnist.models import save_model
+    from notmnist.core.models import save_model
 
     save_model(average(models), args.out)
     print(f"wrote {args.out}: the average of {len(models)} models")

@@ -1,12 +1,12 @@
 """The parameter reference of docs/parameters.md, generated from the pydantic schema and dvc.yaml.
 
-Kept apart from notmnist/params.py, which every stage imports: editing a help text here reruns
+Kept apart from notmnist/core/config.py, which every stage imports: editing a help text here reruns
 no stage. `notmnist params --table` prints it.
 """
 
 import yaml
 
-from notmnist.params import KERAS1_NAMES, LAYERS, Params, allowed, section_of
+from notmnist.core.config import KERAS1_NAMES, LAYERS, Params, allowed, section_of
 
 
 def reference_rows(model=Params, prefix=""):

@@ -13,18 +13,11 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from notmnist.files import LETTERS, NUM_CLASSES
-from notmnist.runtime import PipelineError
+from notmnist.core.contract import LETTERS, NUM_CLASSES, scale
+from notmnist.core.runtime import PipelineError
 
 SPLITS = ("train", "val", "test")
 FEW_PER_SPLIT = 5  # fewer images of a letter than this: its recall in that split moves in steps of 20% or more
-
-
-def scale(images):
-    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1]: the one scaling every model input gets."""
-    x = np.asarray(images).astype(np.float32)  # one float copy, divided in place: half the peak memory
-    x /= 255.0
-    return x[..., np.newaxis]
 
 
 def pixel_keys(images):

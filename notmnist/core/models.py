@@ -13,9 +13,10 @@ import re
 import keras
 from keras import layers
 
-from notmnist.files import IMAGE_SHAPE, NUM_CLASSES, atomic_path, fixed_zip_times
-from notmnist.layers import BatchNorm
-from notmnist.runtime import PipelineError
+from notmnist.core.contract import IMAGE_SHAPE, NUM_CLASSES
+from notmnist.core.io import atomic_path, fixed_zip_times
+from notmnist.core.layers import BatchNorm
+from notmnist.core.runtime import PipelineError
 
 BN_MOMENTUM = 0.9  # Keras's 0.99 leaves validation numbers meaningless for the first epochs
 
@@ -122,7 +123,7 @@ def custom_layer(x, spec, model):
         return activate(x, spec["activation"])
     if kind == "PReLU":
         return activate(x, "prelu")
-    if kind == "BatchNormalization":  # Keras's, with a fused kernel for training (notmnist/layers.py)
+    if kind == "BatchNormalization":  # Keras's, with a fused kernel for training (notmnist/core/layers.py)
         return BatchNorm(**spec)(x)
     return getattr(layers, kind)(**spec)(x)
 
@@ -214,7 +215,7 @@ def all_layers(model):
 
 def to_stock(model):
     """The same network and weights with Keras's own BatchNormalization in place of the fused
-    training layer (notmnist/layers.py), so that the saved file loads with plain
+    training layer (notmnist/core/layers.py), so that the saved file loads with plain
     `keras.models.load_model`. A model that is already stock is returned as it is."""
     if not any(isinstance(layer, BatchNorm) for layer in all_layers(model)):
         return model

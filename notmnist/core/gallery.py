@@ -5,7 +5,7 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from notmnist.files import LETTERS
+from notmnist.core.contract import LETTERS
 
 # The misclassified grid: glyphs upscaled 4x (nearest, so pixels stay sharp) with a caption below.
 GRID_MAX = 40  # most confident mistakes first; more than this is a wall nobody reads

@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 
-from notmnist.runtime import PipelineError
+from notmnist.core.runtime import PipelineError
 
 MEASURES = {
     "val accuracy": ("metrics/evaluate.json", "val", "accuracy"),

@@ -13,8 +13,8 @@ committed bytes itself.
 import subprocess
 import sys
 
-from notmnist.files import write_bytes
-from notmnist.runtime import PipelineError
+from notmnist.core.io import write_bytes
+from notmnist.core.runtime import PipelineError
 
 RECORDS = ("params.yaml", "dvc.lock", "metrics")
 

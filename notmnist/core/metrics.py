@@ -6,7 +6,7 @@ import numpy as np
 from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from notmnist.files import LETTERS, NUM_CLASSES
+from notmnist.core.contract import LETTERS, NUM_CLASSES
 
 
 def wilson_interval(correct, total, confidence=0.95):

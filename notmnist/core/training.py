@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist.files import NUM_CLASSES, check_images_and_labels, load_arrays
-from notmnist.runtime import PipelineError, quiet_tensorflow
+from notmnist.core.contract import NUM_CLASSES, check_images_and_labels
+from notmnist.core.io import load_arrays
+from notmnist.core.runtime import PipelineError, quiet_tensorflow
 
 quiet_tensorflow()
 import keras  # noqa: E402
@@ -163,7 +164,7 @@ def train_members(settings, x, y, validation, live_dir):
     (models, epochs run in all)."""
     from dvclive import Live
 
-    from notmnist.models import build_model
+    from notmnist.core.models import build_model
 
     count = settings["train"].get("ensemble", 1)
     members, epochs = [], 0

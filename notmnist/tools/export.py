@@ -22,16 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist.files import (
-    IMAGE_SHAPE,
-    check_writable,
-    load_arrays,
-    load_model,
-    refuse_overwriting_inputs,
-    write_bytes,
-    write_json,
-)
-from notmnist.runtime import PipelineError, quiet_stderr, quiet_tensorflow
+from notmnist.core.contract import IMAGE_SHAPE, load_model
+from notmnist.core.io import check_writable, load_arrays, refuse_overwriting_inputs, write_bytes, write_json
+from notmnist.core.runtime import PipelineError, quiet_stderr, quiet_tensorflow
 
 DEFAULT_CHECK = Path("data/processed/test.npz")
 CHECK_IMAGES = 256
@@ -64,8 +57,8 @@ def check_images(source, count=CHECK_IMAGES):
     if source.suffix == ".npz":
         x = load_arrays(source, {"x": (np.float32, 4)})["x"]
     else:
-        from notmnist.glyphs import read_glyphs
-        from notmnist.split import scale
+        from notmnist.core.glyphs import read_glyphs
+        from notmnist.core.contract import scale
 
         x = scale(read_glyphs(source, require_all_letters=False, show_progress=False).images)
     return np.ascontiguousarray(x[:count], dtype=np.float32)

@@ -4,7 +4,7 @@ Every stage loads its settings through `load()`, which checks the whole file bef
 itself (size, duplicate keys, aliases), every value, and whether the network fits the 28x28 image and
 this machine's memory (by arithmetic, without TensorFlow). pydantic's errors are reworded to name the
 key, the value and what is allowed. Check a file with `notmnist params --check`; its reference tables
-come from notmnist/reference.py.
+come from notmnist/tools/reference.py.
 """
 
 import difflib
@@ -18,8 +18,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, Vali
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from notmnist.capacity import network_errors
-from notmnist.runtime import PipelineError
+from notmnist.core.capacity import network_errors
+from notmnist.core.runtime import PipelineError
 
 
 class ParamsError(PipelineError):

@@ -1,0 +1,145 @@
+"""Every file the project writes goes through here: atomic (temporary file, fsync, rename) and
+byte-reproducible (fixed zip dates). Also the one .npz reader, and the tools' output-path checks."""
+
+import contextlib
+import errno
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from notmnist.core.runtime import PipelineError
+
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+@contextlib.contextmanager
+def atomic_path(path, folder=False):
+    """Yield a temporary file (or folder) beside `path`; on success it replaces `path`, on any failure
+    it is removed, so a killed writer never leaves a half-written output."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".tmp-{path.name}-"
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix) if folder else _mkstemp(path, prefix))
+    os.chmod(tmp, 0o755 if folder else 0o644)  # mkstemp's 0600 would hide outputs from a shared cache's users
+    try:
+        yield tmp
+        if folder:
+            old = path.with_name(f"{prefix}old")
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            with open(tmp, "rb+") as file:
+                os.fsync(file.fileno())
+            os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself survive a crash
+        os.fsync(fd)
+        os.close(fd)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise PipelineError(f"no space left on the device while writing {path}; free some disk and rerun") from None
+        raise
+    finally:
+        if folder:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _mkstemp(path, prefix):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix="".join(path.suffixes))
+    os.close(fd)
+    return tmp
+
+
+def write_bytes(path, data: bytes):
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path, obj):
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _entry(name):
+    entry = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+    entry.compress_type, entry.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+    return entry
+
+
+def write_npz(path, **arrays):
+    """np.savez_compressed with fixed entry dates, each array streamed into the zip (never copied whole)."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            array = np.asanyarray(array)
+            with archive.open(_entry(f"{name}.npy"), "w", force_zip64=array.nbytes > 1 << 30) as file:
+                np.lib.format.write_array(file, array, allow_pickle=False)
+
+
+def fixed_zip_times(data: bytes, rewrite=lambda name, content: content) -> bytes:
+    """The same zip with every entry dated 1980-01-01 (and `rewrite` applied), so equal content gives equal bytes."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(_entry(info.filename), rewrite(info.filename, source.read(info.filename)))
+    return out.getvalue()
+
+
+def load_arrays(path, expect):
+    """Load an .npz without pickle and check each array: `expect` maps name -> (dtype, ndim). Numbers
+    must have exactly that dtype; strings may have any length."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found; run the stage that makes it (dvc repro)") from None
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise PipelineError(
+            f"{path} is not a readable .npz without pickle ({error}); rerun the stage that makes it"
+        ) from None
+    for name, (dtype, ndim) in expect.items():
+        if name not in arrays:
+            raise PipelineError(f"{path}: array '{name}' is missing; rerun the stage that makes it")
+        array, wanted = arrays[name], np.dtype(dtype)
+        same_type = array.dtype.kind == wanted.kind if wanted.kind == "U" else array.dtype == wanted
+        if not same_type or array.ndim != ndim:
+            raise PipelineError(
+                f"{path}: array '{name}' is {array.dtype}{list(array.shape)}, expected {wanted} with {ndim} "
+                "dimensions; the file was edited or is from another version: rerun the stage that makes it"
+            )
+    return arrays
+
+
+def check_outputs(inputs, outputs, folders=()):
+    """For tools, whose users pass their own paths (DVC checks the stages'): refuse, before any work, an
+    output that is or holds or lies inside an input, that is a folder where a file goes (or the reverse),
+    or whose nearest existing folder is not a writable folder."""
+    for output in map(Path, outputs):
+        folder = output in map(Path, folders)
+        for source in map(Path, inputs):
+            out, into = output.resolve(), source.resolve()
+            if out == into or into in out.parents or out in into.parents:
+                raise PipelineError(
+                    f"{output} is, holds or lies inside the input {source}; writing it would destroy the input: "
+                    "choose another output path"
+                )
+        if output.exists() and output.is_dir() != folder:
+            raise PipelineError(
+                f"cannot write {output}: it is {'a folder' if output.is_dir() else 'a file'}, and this output "
+                f"is {'a folder' if folder else 'a file'}; move it away, then rerun"
+            )
+        existing = output if folder else output.parent
+        while not existing.exists():  # the writers create missing folders; '.' always exists
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise PipelineError(
+                f"cannot write {output}: {existing} is not a writable folder; fix it (chmod u+w {existing}), then rerun"
+            )

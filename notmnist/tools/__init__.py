@@ -1,0 +1,1 @@
+"""The `notmnist` command's tools (notmnist/tools/cli.py); each imports notmnist.core, never another tool."""
