@@ -46,8 +46,8 @@ def write_folder(root, members):
 
 
 def test_grade_cli_scores_an_archive_and_counts_undecodable_members(tmp_path, glyph_sets, model_path, model):
-    from notmnist.core.metrics import scores
     from notmnist.core.contract import scale
+    from notmnist.core.metrics import scores
 
     held_out = glyph_sets[1]
     broken = {"A/broken.png": b"\x89PNG\r\n\x1a\n not really", "C/empty.png": b"", "notes/readme.png": png_bytes()}
@@ -143,8 +143,8 @@ def test_predict_piped_into_head_stops_quietly(tmp_path, glyph_sets, model_path)
 
 
 def test_predict_table_and_archive_input_agree_with_the_models_own_predictions(tmp_path, glyph_sets, model):
-    from notmnist.tools.predict import collect, predictions, table
     from notmnist.core.contract import scale
+    from notmnist.tools.predict import collect, predictions, table
 
     members = dict(list(glyph_sets[1].items())[:12])
     archive = write_tar(tmp_path / "few.tar.gz", members)

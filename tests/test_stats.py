@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from notmnist.tools import cli
 from notmnist.core.metrics import mcnemar, scores, wilson_interval
+from notmnist.tools import cli
 from notmnist.tools.seeds import summarise, table
 
 
@@ -80,6 +80,12 @@ def test_compare_names_a_model_that_is_neither_a_file_nor_an_experiment(tmp_path
         cli.main(["compare", "no-such-exp", "no-such-exp", "--split", str(tmp_path / "split.npz")])
     assert stopped.value.code == 2
     assert "no-such-exp is neither a model file nor an experiment" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tool", ["compare", "average"])
+def test_compare_and_average_choose_on_the_validation_split_by_default(tool):
+    args = cli.parser((tool,)).parse_args([tool, "a.keras", "b.keras", *(["--out", "c.keras"] * (tool == "average"))])
+    assert str(args.split) == "data/processed/val.npz"
 
 
 def exp_entry(rev, seed, dropout, val, test, seconds):

@@ -5,10 +5,10 @@ import numpy as np
 
 from helpers import LETTERS
 from notmnist.core import config as params
+from notmnist.core.contract import scale
 from notmnist.core.glyphs import BadGlyph, decode_png
 from notmnist.core.models import save_model
 from notmnist.core.runtime import setup_tensorflow
-from notmnist.core.contract import scale
 
 # A small CNN that reaches ~80% on held-out fonts in a few seconds; augmentation stays on, so
 # the export test also proves that the exported model does not augment at serving time.
@@ -34,7 +34,7 @@ def train_quick_model(members, path, epochs=6):
 
     setup_tensorflow(threads=2, seed=0)
     images, labels = arrays(members)
-    model = build_model(params.validate({"model": QUICK_MODEL})["model"])
+    model = build_model(params.validate({"model": QUICK_MODEL}).model)
     model.compile(optimizer=keras.optimizers.Adam(0.003), loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(scale(images), keras.utils.to_categorical(labels, 10), epochs=epochs, batch_size=64, verbose=0)
     save_model(model, path)

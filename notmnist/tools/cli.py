@@ -1,16 +1,5 @@
-"""notmnist: the project's tools, one command with a subcommand each.
-
-    notmnist grade MODEL SOURCE [--out report.json]   score a model on a labelled notMNIST-layout archive
-    notmnist predict MODEL INPUT... [--json]          the letter in each image
-    notmnist export MODEL OUT_DIR                     SavedModel + TFLite, checked against Keras
-    notmnist plots [REVISION...]                      the project's dvc plots, drawn offline
-    notmnist params [--check | --table] [PATH]        check params.yaml, or print its reference
-    notmnist compare MODEL_A MODEL_B [--split NPZ]    accuracies with 95% intervals, McNemar's exact test
-    notmnist average MODEL... --out FILE              one model averaging finished models' probabilities
-    notmnist seeds [--all-commits]                    mean and sd over seeds per configuration (dvc exp show)
-    notmnist restore                                  back to the last commit after a failed run
-TensorFlow's own log lines stay hidden unless --verbose (or NOTMNIST_VERBOSE=1) is given.
-"""
+"""notmnist: the project's tools, one command with a subcommand each (`notmnist TOOL --help`).
+TensorFlow's own log lines stay hidden unless --verbose (or NOTMNIST_VERBOSE=1) is given."""
 
 import argparse
 import importlib
@@ -19,20 +8,7 @@ import sys
 
 from notmnist.core.runtime import entry_point
 
-TOOLS = ("grade", "predict", "export", "plots", "compare", "average", "seeds", "restore")  # modules of notmnist/tools/
-
-
-def add_params_parser(subparsers):
-    parser = subparsers.add_parser(
-        "params",
-        help="check params.yaml, or print its reference tables",
-        description="Check a params file as every stage would (the default), "
-        "or print the reference tables of docs/parameters.md.",
-    )
-    parser.add_argument("path", nargs="?", default="params.yaml")
-    parser.add_argument("--check", action="store_true", help="check the file and exit (the default)")
-    parser.add_argument("--table", action="store_true", help="print the reference tables (reads dvc.yaml)")
-    parser.set_defaults(run=run_params)
+TOOLS = ("grade", "predict", "export", "plots", "compare", "average", "seeds", "restore", "serve")  # notmnist/tools/*
 
 
 def run_params(args):
@@ -40,30 +16,32 @@ def run_params(args):
         from notmnist.tools.reference import tables
 
         print(tables(), end="")
-        return
-    from notmnist.core import config as params
+    else:
+        from notmnist.core import config
 
-    params.load(args.path)
-    print(f"{args.path}: ok")
+        config.load(args.path)
+        print(f"{args.path}: ok")
 
 
 def parser(tools=TOOLS):
-    main_parser = argparse.ArgumentParser(
-        prog="notmnist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    main_parser = argparse.ArgumentParser(prog="notmnist", description=__doc__)
     main_parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     subparsers = main_parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
     for name in tools:  # each tool module: its docstring is its help, add_arguments(parser) and run(args)
         module = importlib.import_module(f"notmnist.tools.{name}")
-        tool_parser = subparsers.add_parser(
+        tool = subparsers.add_parser(
             name,
             description=module.__doc__,
             help=module.__doc__.splitlines()[0].split(": ", 1)[-1],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        module.add_arguments(tool_parser)
-        tool_parser.set_defaults(run=module.run)
-    add_params_parser(subparsers)
+        module.add_arguments(tool)
+        tool.set_defaults(run=module.run)
+    params = subparsers.add_parser("params", help="check params.yaml (the default), or print its reference tables")
+    params.add_argument("path", nargs="?", default="params.yaml")
+    params.add_argument("--check", action="store_true", help="check the file as every stage would, and exit")
+    params.add_argument("--table", action="store_true", help="print docs/parameters.md's tables (reads dvc.yaml)")
+    params.set_defaults(run=run_params)
     return main_parser
 
 

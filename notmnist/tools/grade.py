@@ -3,10 +3,8 @@
     notmnist grade models/model.keras path/to/archive.tar.gz --out grade.json
     notmnist grade models/model.keras path/to/folder        # prints the JSON
 
-The source is a tar.gz or a folder holding <root>/A/*.png ... J/*.png. Glyphs are decoded
-(notmnist.core.glyphs) and scaled (notmnist.core.split.scale) exactly as the pipeline does, and scored
-with evaluate's own functions. Members that cannot be decoded are skipped and counted, with
-their reasons, in the report. Letters with no image are allowed (their recall is 0 of 0).
+The source (<root>/A..J/*.png, tar.gz or folder) is decoded, scaled and scored as evaluate does.
+Undecodable members are skipped and counted with their reasons; a letter may have no image.
 """
 
 import json
@@ -15,17 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist.core.contract import LETTERS, load_model
-from notmnist.core.io import check_writable, refuse_overwriting_inputs, write_json
+from notmnist.core.contract import LETTERS, check_model_file, load_model, scale
 from notmnist.core.glyphs import read_glyphs
+from notmnist.core.io import check_outputs, write_json
 from notmnist.core.metrics import confusion, per_class, scores
-from notmnist.core.runtime import PipelineError, quiet_tensorflow
-from notmnist.core.contract import scale
-
-BATCH_SIZE = 512
+from notmnist.core.runtime import PipelineError
 
 
-def grade(model, glyphs, batch_size=BATCH_SIZE):
+def grade(model, glyphs, batch_size=512):
     """A report dict: accuracy, loss, per-class precision/recall/F1, 10x10 confusion, skipped members."""
     labels = glyphs.labels.astype(np.int64)
     probabilities = model.predict(scale(glyphs.images), batch_size=batch_size, verbose=0)
@@ -41,7 +36,7 @@ def grade(model, glyphs, batch_size=BATCH_SIZE):
 
 
 def summary(report):
-    """A few lines for people: overall numbers, then the worst letters by recall."""
+    """Overall numbers, then the three letters of lowest recall."""
     lines = [
         f"grade: accuracy {report['accuracy']:.4f}, loss {report['loss']:.4f} on {report['images']} images "
         f"({report['skipped']} skipped: undecodable or outside A-J)"
@@ -56,28 +51,21 @@ def add_arguments(parser):
     parser.add_argument("model_path", type=Path)
     parser.add_argument("source", type=Path, help="tar.gz or folder in the notMNIST layout (<root>/A..J/*.png)")
     parser.add_argument("--out", type=Path, help="write the JSON report here (default: print it)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=512)
 
 
 def run(args):
     if args.batch_size < 1:
         raise PipelineError(f"--batch-size {args.batch_size}: must be 1 or more")
-    if not args.model_path.is_file():  # before the slow part: reading images, loading TensorFlow
-        raise PipelineError(f"{args.model_path} not found; train one with `dvc repro` or give a .keras file")
     if args.out:
-        refuse_overwriting_inputs([args.model_path, args.source], [args.out])
-        check_writable(args.out)
-    glyphs = read_glyphs(args.source, require_all_letters=False)  # read first: a bad archive fails before TF loads
-    quiet_tensorflow()
-    report = {
-        "model": str(args.model_path),
-        "source": str(args.source),
-        **grade(load_model(args.model_path), glyphs, args.batch_size),
-    }
+        check_outputs([args.model_path, args.source], [args.out])
+    check_model_file(args.model_path)  # before the slow part: reading images, loading TensorFlow
+    glyphs = read_glyphs(args.source, require_all_letters=False)  # a bad archive fails before TensorFlow loads
+    report = {"model": str(args.model_path), "source": str(args.source)}
+    report.update(grade(load_model(args.model_path), glyphs, args.batch_size))
     if args.out:
         write_json(args.out, report)
         print(summary(report) + f"\nwrote {args.out}")
     else:
-        json.dump(report, sys.stdout, indent=2, sort_keys=True)
-        print()
+        print(json.dumps(report, indent=2, sort_keys=True))
         print(summary(report), file=sys.stderr)

@@ -1,14 +1,10 @@
-"""render_plots: draw the project's `dvc plots` with no network, for offline viewing and CI logs.
+"""plots: the project's `dvc plots`, drawn with no network, for offline viewing and CI logs.
 
-    notmnist plots                      # the workspace, like `dvc plots show`
-    notmnist plots HEAD main exp-name   # revisions side by side, like `dvc plots diff`
-    notmnist plots --out some/folder
+    notmnist plots [REVISION...] [--out dvc_plots/offline]   # like dvc plots show, or diff
 
-`dvc plots show` writes dvc_plots/index.html, which loads vega from a CDN and is blank offline.
-This asks DVC for the same plots as Vega-Lite specs with the data filled in (`--json`), renders
-each with vl-convert (bundled JavaScript engine, no browser, no network) and writes, into
-dvc_plots/offline/ by default: one SVG and one PNG per plot, image plots (the misclassified
-grid) copied as they are, and index.html showing all of them inline (no scripts, no links out).
+`dvc plots show`'s page loads vega from a CDN: blank offline. This renders DVC's Vega-Lite specs
+with vl-convert (no browser, no network) into one SVG and one PNG per plot, copies image plots,
+and writes index.html showing them all inline (no scripts, no links out).
 """
 
 import base64
@@ -16,22 +12,19 @@ import html
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
-from notmnist.core.io import write_bytes
+from notmnist.core.io import check_outputs, write_bytes
 from notmnist.core.runtime import PipelineError
 
-DEFAULT_OUT = Path("dvc_plots/offline")
 PNG_SCALE = 2  # crisp on high-density screens; the SVG is there for any size
 
 
-def plot_specs(revisions=(), cwd=None):
+def plot_specs(revisions=()):
     """DVC's plots as {name: [{"type": "vega", "content": spec} or {"type": "image", "url": path}, ...]}."""
     command = ["dvc", "plots", "diff", *revisions, "--json"] if revisions else ["dvc", "plots", "show", "--json"]
-    try:
-        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise PipelineError("`dvc` is not on PATH; activate the environment: source .venv/bin/activate") from None
+    result = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True)
     if result.returncode != 0:
         raise PipelineError(f"`{' '.join(command)}` failed: {(result.stderr or result.stdout).strip()}")
     try:
@@ -39,8 +32,9 @@ def plot_specs(revisions=(), cwd=None):
     except json.JSONDecodeError:
         raise PipelineError(f"`{' '.join(command)}` did not print JSON: {result.stdout[:200]!r}") from None
     if answer.get("errors"):
-        errors = json.dumps(answer["errors"])[:500]
-        raise PipelineError(f"dvc could not read some plots: {errors}; run `dvc repro` first")
+        raise PipelineError(
+            f"dvc could not read some plots: {json.dumps(answer['errors'])[:500]}; run `dvc repro` first"
+        )
     if not answer.get("data"):
         raise PipelineError("dvc found no plots; run from the repository root after `dvc repro`")
     return answer["data"]
@@ -52,39 +46,30 @@ def slug(name):
     return re.sub(r"[^A-Za-z0-9]+", "_", stem).strip("_").lower()
 
 
-def render_vega(spec):
-    """-> (svg text, png bytes); `allowed_base_urls=[]` forbids any fetch, so this cannot use the network."""
+def render(plots, out_dir):
+    """Write every plot into `out_dir`, then index.html showing them all; -> {plot name: [written paths]}."""
     import vl_convert
 
-    svg = vl_convert.vegalite_to_svg(spec, allowed_base_urls=[])
-    png = vl_convert.vegalite_to_png(spec, scale=PNG_SCALE, allowed_base_urls=[])
-    return svg, png
-
-
-def render(plots, out_dir):
-    """Write every plot into `out_dir`; returns {plot name: [written file paths]}, index.html last."""
-    out_dir = Path(out_dir)
     written, sections = {}, []
     for name, entries in plots.items():
         files, body = [], []
         for entry in entries:
-            revisions = "_".join(entry.get("revisions") or [])
-            if entry["type"] == "vega":
-                svg, png = render_vega(entry["content"])
-                for suffix, data in ((".svg", svg.encode()), (".png", png)):
-                    files.append(out_dir / f"{slug(name)}{suffix}")
-                    write_bytes(files[-1], data)
+            if entry["type"] == "vega":  # allowed_base_urls=[]: vl-convert may fetch nothing
+                svg = vl_convert.vegalite_to_svg(entry["content"], allowed_base_urls=[])
+                png = vl_convert.vegalite_to_png(entry["content"], scale=PNG_SCALE, allowed_base_urls=[])
+                outputs = {f"{slug(name)}.svg": svg.encode(), f"{slug(name)}.png": png}
                 body.append(svg)
-            elif entry["type"] == "image":
-                source = Path(entry["url"])
-                data = source.read_bytes()
-                files.append(out_dir / f"{slug(name)}_{slug(revisions)}{source.suffix}")
-                write_bytes(files[-1], data)
+            else:  # "image", the only other type DVC gives
+                revisions, data = "_".join(entry.get("revisions") or []), Path(entry["url"]).read_bytes()
+                outputs = {f"{slug(name)}_{slug(revisions)}{Path(entry['url']).suffix}": data}
                 encoded = base64.b64encode(data).decode()
                 body.append(
                     f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{encoded}">'
                     f"<figcaption>{html.escape(revisions)}</figcaption></figure>"
                 )
+            for file, data in outputs.items():
+                files.append(out_dir / file)
+                write_bytes(files[-1], data)
         written[name] = files
         sections.append(f"<section><h2>{html.escape(name)}</h2>\n" + "\n".join(body) + "\n</section>")
     page = (
@@ -93,17 +78,18 @@ def render(plots, out_dir):
         "</head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
     write_bytes(out_dir / "index.html", page.encode())
-    written["index.html"] = [out_dir / "index.html"]
-    return written
+    return {**written, "index.html": [out_dir / "index.html"]}
 
 
 def add_arguments(parser):
     parser.add_argument("revisions", nargs="*", help="Git revisions or experiment names to compare (dvc plots diff)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--out", type=Path, default=Path("dvc_plots/offline"), help="output folder (default: %(default)s)"
+    )
 
 
 def run(args):
-    written = render(plot_specs(args.revisions), args.out)
-    for name, files in written.items():
+    check_outputs([], [args.out], folders=[args.out])
+    for name, files in render(plot_specs(args.revisions), args.out).items():
         print(f"{name}: {', '.join(str(path) for path in files)}")
     print(f"plots: open {args.out / 'index.html'} (works offline)")

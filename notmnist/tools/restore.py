@@ -4,10 +4,6 @@
 writes HEAD's params.yaml, dvc.lock and Git-tracked metrics/ files over the workspace's, then
 `dvc checkout --force` puts back every DVC output (model, data, logs) those records name.
 Uncommitted edits of params.yaml are lost: commit them first if you want to keep them.
-
-Not `git checkout HEAD -- params.yaml ...`: after `dvc exp run` rewrites a file to the same length,
-Git can take it as unchanged and leave it as it is (seen with DVC 3.67), so this writes each file's
-committed bytes itself.
 """
 
 import subprocess
@@ -15,8 +11,6 @@ import sys
 
 from notmnist.core.io import write_bytes
 from notmnist.core.runtime import PipelineError
-
-RECORDS = ("params.yaml", "dvc.lock", "metrics")
 
 
 def git(*args):
@@ -29,22 +23,18 @@ def git(*args):
     return result.stdout
 
 
-def restore():
-    """Rewrite the committed records, then check out DVC's outputs; returns the files written."""
-    names = git("ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *RECORDS).decode().split("\0")
-    names = [name for name in names if name]
-    for name in names:
-        write_bytes(name, git("show", f"HEAD:{name}"))
-    result = subprocess.run([sys.executable, "-m", "dvc", "checkout", "--force"], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise PipelineError(f"`dvc checkout --force` failed: {(result.stderr or result.stdout).strip()}")
-    return names
-
-
 def add_arguments(parser):
     pass  # no options
 
 
 def run(args):
-    names = restore()
+    records = git("ls-tree", "-r", "-z", "--name-only", "HEAD", "--", "params.yaml", "dvc.lock", "metrics")
+    names = records.decode().split("\0")[:-1]  # -z ends every name with NUL
+    # each file's committed bytes, not `git checkout`: Git can take a file that `dvc exp run` rewrote to the
+    # same length as unchanged and leave it as it is (seen with DVC 3.67)
+    for name in names:
+        write_bytes(name, git("show", f"HEAD:{name}"))
+    result = subprocess.run([sys.executable, "-m", "dvc", "checkout", "--force"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PipelineError(f"`dvc checkout --force` failed: {(result.stderr or result.stdout).strip()}")
     print(f"restore: {len(names)} committed files rewritten ({', '.join(names)}); DVC outputs checked out")
