@@ -2,19 +2,31 @@
 
     python -m stages.check params.yaml data/params.ok
 DVC removes a stage's outputs just before it runs the stage. Every other stage depends on
-data/params.ok, so when this check fails DVC stops before it touches their outputs: the model,
-metrics and plots stay as they were. The file's bytes never change, so after a parameter change
-DVC still reruns only the stages that read that parameter.
+data/params.ok, so when this check fails DVC stops before it touches their outputs. The file's bytes
+never change, so after a parameter change DVC still reruns only the stages that read that parameter.
+Checks the schema, then builds the network with Keras (no data) to see that it fits the image and memory.
 """
 
 import argparse
 from pathlib import Path
 
-from notmnist.core import config as params
+from notmnist.core import config
 from notmnist.core.io import write_bytes
-from notmnist.core.runtime import entry_point
+from notmnist.core.runtime import PipelineError, entry_point, quiet_tensorflow
 
 PASSED = b"params.yaml passed the schema check\n"  # constant: its hash must not depend on the parameters
+
+
+def check(path):
+    """config.load, then the network as Keras builds it; raises a PipelineError naming every problem."""
+    settings = config.load(path)
+    quiet_tensorflow()
+    from notmnist.core.models import network_errors
+
+    errors = network_errors(settings)
+    if errors:
+        raise PipelineError("invalid params.yaml:\n  " + "\n  ".join(errors))
+    return settings
 
 
 @entry_point
@@ -23,7 +35,7 @@ def main():
     parser.add_argument("params", type=Path)
     parser.add_argument("passed", type=Path, help="written with fixed bytes when the check passes")
     args = parser.parse_args()
-    params.load(args.params)
+    check(args.params)
     write_bytes(args.passed, PASSED)
     print(f"check: {args.params} ok")
 

@@ -1,8 +1,8 @@
 """evaluate: score the model handed over (package's) on the validation and the held-out test split.
 
     python -m stages.evaluate models/model.keras data/processed metrics
-writes metrics/evaluate.json (accuracy and loss per split, parameter count) and, for dvc plots,
-metrics/plots/confusion.json (test split, letters as labels), metrics/plots/per_class.json and
+writes metrics/evaluate.json (accuracy with its 95% interval and loss per split, parameter count) and,
+for dvc plots, metrics/plots/confusion.json (test split), metrics/plots/per_class.json and
 metrics/plots/misclassified.png (a grid of the wrongly classified validation glyphs).
 """
 
@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist.core import config as params
+from notmnist.core import config
 from notmnist.core.contract import check_images_and_labels, load_model
-from notmnist.core.io import load_arrays, refuse_overwriting_inputs, write_bytes, write_json
-from notmnist.core.FILES_LEFT import params_fingerprint, refuse_changed_params
 from notmnist.core.gallery import misclassified_grid, most_confident_mistakes
+from notmnist.core.io import load_arrays, write_bytes, write_json
 from notmnist.core.metrics import confusion_rows, per_class, scores
-from notmnist.core.runtime import entry_point, setup_tensorflow
+from notmnist.core.runtime import entry_point
 
 
 def load_eval_split(path):
@@ -33,30 +32,22 @@ def main():
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("metrics_dir", type=Path)
     args = parser.parse_args()
-    started_with = params_fingerprint()
-    settings = params.load()
-    refuse_overwriting_inputs(
-        [args.model_path, args.data_dir / "val.npz", args.data_dir / "test.npz"],
-        [args.metrics_dir / "evaluate.json", args.metrics_dir / "plots"],
-    )
+    started_with = config.fingerprint()
+    settings = config.load()
     splits = {split: load_eval_split(args.data_dir / f"{split}.npz") for split in ("val", "test")}
-    setup_tensorflow(settings["threads"])
-    model = load_model(args.model_path)
+    model = load_model(args.model_path, settings.threads)
 
     results = {"parameters": int(model.count_params())}
     for split, arrays in splits.items():
-        probabilities = model.predict(arrays["x"], batch_size=settings["evaluate"]["batch_size"], verbose=0)
+        probabilities = model.predict(arrays["x"], batch_size=settings.evaluate.batch_size, verbose=0)
         results[split] = scores(probabilities, arrays["y"].astype(np.int64))
         arrays["probabilities"], arrays["predicted"] = probabilities, probabilities.argmax(axis=1)
     test, val = splits["test"], splits["val"]
-    refuse_changed_params(started_with)
+    config.refuse_changed(started_with)
     shown = most_confident_mistakes(val["probabilities"], val["y"], val["names"])
-    write_bytes(
-        args.metrics_dir / "plots" / "misclassified.png",
-        misclassified_grid(
-            val["x"][shown], val["y"][shown], val["probabilities"][shown], int(np.sum(val["predicted"] != val["y"]))
-        ),
-    )
+    wrong = int(np.sum(val["predicted"] != val["y"]))
+    grid = misclassified_grid(val["x"][shown], val["y"][shown], val["probabilities"][shown], wrong)
+    write_bytes(args.metrics_dir / "plots" / "misclassified.png", grid)
     write_json(args.metrics_dir / "plots" / "confusion.json", confusion_rows(test["predicted"], test["y"]))
     write_json(args.metrics_dir / "plots" / "per_class.json", per_class(test["predicted"], test["y"]))
     write_json(args.metrics_dir / "evaluate.json", results)

@@ -10,10 +10,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from notmnist.core import config as params
 from notmnist.core.contract import LETTERS
-from notmnist.core.io import refuse_overwriting_inputs, write_json, write_npz
 from notmnist.core.glyphs import looks_inverted, read_glyphs
+from notmnist.core.io import write_json, write_npz
 from notmnist.core.runtime import entry_point
 
 
@@ -35,8 +34,6 @@ def main():
     parser.add_argument("archive", type=Path)
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args()
-    params.load()  # a broken params.yaml fails every stage before any work
-    refuse_overwriting_inputs([args.archive], [args.out_dir / "images.npz", args.out_dir / "extract_report.json"])
     glyphs = read_glyphs(args.archive)
     if looks_inverted(glyphs.images):
         print(

@@ -10,10 +10,8 @@ evaluate measures. Its own stage: changing it reruns this and evaluate, never tr
 import argparse
 from pathlib import Path
 
-from notmnist.core import config as params
+from notmnist.core import config
 from notmnist.core.contract import load_model
-from notmnist.core.io import check_writable, refuse_overwriting_inputs
-from notmnist.core.FILES_LEFT import params_fingerprint, refuse_changed_params
 from notmnist.core.runtime import entry_point
 
 
@@ -23,15 +21,12 @@ def main():
     parser.add_argument("network_path", type=Path, help="the trained network (train's output)")
     parser.add_argument("model_path", type=Path, help="where to save the model handed over")
     args = parser.parse_args()
-    started_with = params_fingerprint()
-    settings = params.load()
-    shift = settings["package"]["tta_shift"]
-    refuse_overwriting_inputs([args.network_path], [args.model_path])
-    check_writable(args.model_path)
+    started_with = config.fingerprint()
+    shift = config.load().package.tta_shift
     from notmnist.core.models import save_model, with_shifts
 
     model = with_shifts(load_model(args.network_path), shift)
-    refuse_changed_params(started_with)
+    config.refuse_changed(started_with)
     save_model(model, args.model_path)
     kind = f"averaging {(2 * shift + 1) ** 2} shifted copies" if shift else "the trained network alone"
     print(f"package: saved {args.model_path}: {kind}")

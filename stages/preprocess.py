@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist.core import config as params
+from notmnist.core import config
 from notmnist.core.contract import check_images_and_labels
-from notmnist.core.io import load_arrays, refuse_overwriting_inputs, write_json, write_npz
-from notmnist.core.FILES_LEFT import params_fingerprint, refuse_changed_params
+from notmnist.core.io import load_arrays, write_json, write_npz
 from notmnist.core.runtime import entry_point
 from notmnist.core.split import SPLITS, coverage_warnings, split_part, split_plan
 
@@ -25,18 +24,15 @@ def main():
     parser.add_argument("images", type=Path)
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args()
-    started_with = params_fingerprint()
-    data = params.load()["data"]
-    refuse_overwriting_inputs(
-        [args.images], [args.out_dir / name for name in (*(f"{s}.npz" for s in SPLITS), "summary.json")]
-    )
+    started_with = config.fingerprint()
+    data = config.load().data
     arrays = load_arrays(args.images, {"images": (np.uint8, 3), "labels": (np.uint8, 1), "names": (np.str_, 1)})
-    check_images_and_labels(args.images, arrays["images"], arrays["labels"])
     images, labels, names = arrays["images"], arrays["labels"], arrays["names"]
+    check_images_and_labels(args.images, images, labels)
     keep, split_of, summary = split_plan(images, labels, names, data)
     for warning in coverage_warnings(summary):
         print(f"warning: {warning}", file=sys.stderr)
-    refuse_changed_params(started_with)
+    config.refuse_changed(started_with)
     for index, split in enumerate(SPLITS):  # one split at a time: one float32 copy in memory at most
         x, y, split_names = split_part(images, labels, names, keep, split_of, index)
         write_npz(args.out_dir / f"{split}.npz", x=x, y=y, names=split_names)

@@ -1,16 +1,17 @@
-"""The one schema of params.yaml, as pydantic models: types, ranges, allowed names, defaults.
+"""params.yaml -> one frozen, typed Params object: the one schema (types, ranges, names, defaults).
 
-Every stage loads its settings through `load()`, which checks the whole file before any work: the YAML
-itself (size, duplicate keys, aliases), every value, and whether the network fits the 28x28 image and
-this machine's memory (by arithmetic, without TensorFlow). pydantic's errors are reworded to name the
-key, the value and what is allowed. Check a file with `notmnist params --check`; its reference tables
-come from notmnist/tools/reference.py.
+`load()` checks the whole file before any work, and each pydantic error becomes one line naming the key,
+the value and what is allowed. Whether the network fits the image and the memory is asked of Keras
+(notmnist.core.models.network_errors, run by the check stage). Reference: `notmnist params --table`.
 """
 
 import difflib
+import hashlib
 import math
 import re
+from pathlib import Path
 from functools import partial
+from types import UnionType
 from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
@@ -18,7 +19,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, Vali
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from notmnist.core.capacity import network_errors
 from notmnist.core.runtime import PipelineError
 
 
@@ -61,16 +61,16 @@ ACTIVATIONS, INITIALIZERS = get_args(ActivationName), get_args(Initializer)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # The layers a custom network (model.layers) may use; `type` picks one. Keys are Keras's argument names.
-# A default of "model.init" or "model.l2" takes that model-wide value (validate).
+# A weighted layer's unset (null) initializer and penalties take model.init and model.l2 (models.weighted).
 _WEIGHTED = {
     "activation": (ActivationName, Field("linear", description="activation applied after the layer")),
-    "kernel_initializer": (Initializer, Field("model.init", description="kernel initialiser")),
-    "kernel_l2": (Float, Field("model.l2", ge=0, le=1, description="L2 penalty on the kernel")),
-    "bias_l2": (Float, Field("model.l2", ge=0, le=1, description="L2 penalty on the bias")),
+    "kernel_initializer": (Initializer | None, Field(None, description="kernel initialiser; null: model.init")),
+    "kernel_l2": (Float | None, Field(None, ge=0, le=1, description="L2 penalty on the kernel; null: model.l2")),
+    "bias_l2": (Float | None, Field(None, ge=0, le=1, description="L2 penalty on the bias; null: model.l2")),
 }
 _LAYER_KEYS = {
     "Flatten": {},
@@ -239,9 +239,15 @@ def section_of(field):
     return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
 
 
+def _plain(kind):
+    """X for `X | None` (a layer key whose null means the model-wide value), else `kind` itself."""
+    args = [arg for arg in get_args(kind) if arg is not type(None)]
+    return args[0] if get_origin(kind) in (Union, UnionType) and len(args) == 1 else kind
+
+
 def allowed(field):
     """What a field accepts, in words: 'int >= 1 and <= 28', 'one of same, valid', ..."""
-    kind = field.annotation
+    kind = _plain(field.annotation)
     if get_origin(kind) is list:
         item = FieldInfo.from_annotation(get_args(kind)[0])
         return f"non-empty list of {allowed(item)}" if item.annotation is int else "list of layers (see Layers)"
@@ -254,7 +260,8 @@ def allowed(field):
         for rule in field.metadata
         if hasattr(rule, name)
     ]
-    return " and ".join([f"{kind.__name__} {limits[0]}" if limits else kind.__name__, *limits[1:]])
+    name = (get_args(kind)[0] if get_origin(kind) is Annotated else kind).__name__
+    return " and ".join([f"{name} {limits[0]}" if limits else name, *limits[1:]])
 
 
 def _did_you_mean(value, valid, prefix=""):
@@ -305,7 +312,7 @@ def _message(error):
     if kind == "missing":
         return f"{key}: a {model.__name__} layer needs it; allowed: {allowed(field)}"
     if kind == "literal_error":
-        choices = get_args(field.annotation)
+        choices = get_args(_plain(field.annotation))
         return f"{key}: unknown value {value!r}{_did_you_mean(value, choices)}; valid names: {', '.join(choices)}"
     if kind == "bool_type":
         return f"{key}: {value!r} is not true or false"
@@ -316,37 +323,25 @@ def _message(error):
     return f"{key}: {value!r} {problem}; allowed: {allowed(field)}"
 
 
-def _without_nulls(tree):
-    """A key set to null (or left empty) takes its default, as if absent."""
-    if isinstance(tree, dict):
-        return {key: _without_nulls(value) for key, value in tree.items() if value is not None}
-    return [_without_nulls(item) for item in tree] if isinstance(tree, list) else tree
-
-
 def validate(raw):
-    """Check a whole params tree (as read from YAML); returns it as a plain dict with defaults filled in."""
+    """Check a whole params tree (as read from YAML) -> Params, defaults filled in."""
     try:
-        checked = Params.model_validate(_without_nulls({} if raw is None else raw))
+        params = Params.model_validate({} if raw is None else raw)
     except ValidationError as error:
         raise ParamsError("invalid params.yaml:\n  " + "\n  ".join(map(_message, error.errors()))) from None
-    params = checked.model_dump(warnings=False)  # no warning for the defaults "model.init", "model.l2"
-    model, data, errors = params["model"], params["data"], []
-    for layer in model["layers"]:  # model-wide defaults of kernel_initializer, kernel_l2, bias_l2
-        layer.update({k: model[v.removeprefix("model.")] for k, v in layer.items() if v in ("model.init", "model.l2")})
-    if model["architecture"] == "custom" and not model["layers"]:
+    model, data, errors = params.model, params.data, []
+    if model.architecture == "custom" and not model.layers:
         errors.append(
             "model.layers: model.architecture is custom, so list its layers, "
             "e.g. [{type: Flatten}, {type: Dense, units: 128, activation: relu}]"
         )
-    elif model["architecture"] != "custom" and model["layers"]:
+    elif model.architecture != "custom" and model.layers:
         errors.append(
             f"model.layers: a layer list is only used with model.architecture: custom "
-            f"(now {model['architecture']}); set it to custom, or model.layers to []"
+            f"(now {model.architecture}); set it to custom, or model.layers to []"
         )
-    if data["val_fraction"] + data["test_fraction"] >= 0.9:
+    if data.val_fraction + data.test_fraction >= 0.9:
         errors.append("data.val_fraction + data.test_fraction must be below 0.9, to leave images to train on")
-    if not errors:
-        errors += network_errors(params)
     if errors:
         raise ParamsError("invalid params.yaml:\n  " + "\n  ".join(errors))
     return params
@@ -408,3 +403,24 @@ def load(path="params.yaml"):
     if raw is None:
         raise ParamsError(f"{path} is empty; copy the defaults from git: git checkout params.yaml")
     return validate(raw)
+
+
+def fingerprint(path="params.yaml"):
+    """A digest of the params file's bytes: taken when a stage starts, before it loads its settings."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def refuse_changed(started_with, path="params.yaml"):
+    """Call just before a stage saves. A changed params file means someone rewrote it while the stage ran
+    (a second `dvc exp run -S` rewrites it before it finds DVC's lock taken): the outputs would not match
+    the parameters DVC records, so nothing is saved."""
+    if fingerprint(path) != started_with:
+        raise ParamsError(
+            f"{path} changed while this stage ran (a second `dvc exp run` in this workspace, or an "
+            "editor); nothing was saved, since the results would mix two sets of parameters. Run one "
+            "experiment at a time in a workspace: queue the others with `dvc exp run --queue -S ...` "
+            "and `dvc queue start`; return to the last commit with `notmnist restore`"
+        )

@@ -31,6 +31,7 @@ def atomic_path(path, folder=False):
         yield tmp
         if folder:
             old = path.with_name(f"{prefix}old")
+            shutil.rmtree(old, ignore_errors=True)  # left by a writer killed between the two renames
             if path.exists():
                 os.replace(path, old)
             os.replace(tmp, path)

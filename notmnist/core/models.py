@@ -1,13 +1,15 @@
-"""params.yaml `model` section -> keras.Model. The only place that builds layers.
+"""params.yaml `model` section -> keras.Model: the one description of every network.
 
-Every network takes (N, 28, 28, 1) float32 in [0, 1] and ends in Dense(10) + softmax (kept in
-float32 under mixed precision). Presets: mlp (the practical's baseline), cnn (the default),
-vgg (deeper), lenet5, resnet (ResNet-9 style); `custom` builds the hidden layers from `model.layers`.
-`ensemble` averages the probabilities of several trained members in one model, `with_shifts` those of
-shifted copies of the image.
+Every network takes (N, 28, 28, 1) float32 in [0, 1] and ends in Dense(10) + softmax (kept in float32
+under mixed precision). Presets: mlp (the practical's baseline), cnn (the default), vgg, lenet5, resnet
+(ResNet-9 style); `custom` builds the hidden layers from `model.layers`. The check stage asks the model
+Keras builds whether it fits (network_errors). `ensemble` and `with_shifts` average models' probabilities.
 """
 
+import contextvars
 import json
+import math
+import os
 import re
 
 import keras
@@ -15,10 +17,54 @@ from keras import layers
 
 from notmnist.core.contract import IMAGE_SHAPE, NUM_CLASSES
 from notmnist.core.io import atomic_path, fixed_zip_times
-from notmnist.core.layers import BatchNorm
 from notmnist.core.runtime import PipelineError
 
 BN_MOMENTUM = 0.9  # Keras's 0.99 leaves validation numbers meaningless for the first epochs
+
+
+@keras.saving.register_keras_serializable(package="notmnist")
+class BatchNorm(keras.layers.BatchNormalization):
+    """BatchNormalization that trains image batches with TensorFlow's fused kernel.
+
+    Keras 3 normalises with separate moments and arithmetic ops: on this CPU that is about a third
+    of the default CNN's training step (bench/run.py). FusedBatchNormV3 does the same sums in one
+    oneDNN kernel, about 3x faster. Inference, masks, dense (2-D) inputs, other backends and
+    `synchronized` keep Keras's own path, so a trained model behaves exactly as a
+    keras.layers.BatchNormalization with the same weights.
+    """
+
+    def _fused_applies(self, inputs, training, mask):
+        return (
+            training
+            and mask is None
+            and not self.synchronized
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and keras.backend.backend() == "tensorflow"
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused_applies(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        channels = inputs.shape[-1]
+        scale = self.gamma if self.scale else tf.ones([channels])
+        offset = self.beta if self.center else tf.zeros([channels])
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            tf.cast(inputs, "float32"),
+            tf.cast(scale, "float32"),
+            tf.cast(offset, "float32"),
+            epsilon=self.epsilon,
+            is_training=True,
+        )
+        # the kernel hands back the unbiased (n - 1) variance; Keras's moving average uses the biased one
+        count = tf.cast(tf.size(inputs) // channels, "float32")
+        variance = variance * (count - 1.0) / count
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
+        return tf.cast(outputs, self.compute_dtype)
 
 
 def activate(x, name):
@@ -36,19 +82,43 @@ def _l2(value):
     return keras.regularizers.L2(value) if value else None
 
 
-def weighted(kind, model, **spec):
-    """A Dense or Conv2D layer with model.init and model.l2, unless `spec` gives its own."""
-    spec = {"kernel_initializer": model["init"], "kernel_l2": model["l2"], "bias_l2": model["l2"], **spec}
-    kernel_l2, bias_l2 = spec.pop("kernel_l2"), spec.pop("bias_l2")
-    return getattr(layers, kind)(kernel_regularizer=_l2(kernel_l2), bias_regularizer=_l2(bias_l2), **spec)
+# The check's weight budget (network_errors): building a layer allocates its weights, so each one is
+# counted from its input's shape first, and a network over the budget is refused before it is allocated.
+_weight_budget = contextvars.ContextVar("weight_budget", default=None)
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def weighted(kind, model, kernel_initializer=None, kernel_l2=None, bias_l2=None, **spec):
+    """A Dense or Conv2D layer with model.init and model.l2 where `spec` gives none of its own; a function
+    of its input, which counts the layer's weights against the check's budget before building it."""
+    layer = getattr(layers, kind)(
+        kernel_initializer=kernel_initializer or model.init,
+        kernel_regularizer=_l2(model.l2 if kernel_l2 is None else kernel_l2),
+        bias_regularizer=_l2(model.l2 if bias_l2 is None else bias_l2),
+        **spec,
+    )
+
+    def apply(x):
+        budget = _weight_budget.get()
+        if budget:
+            width = spec.get("units") or spec["filters"]
+            budget["count"] += (math.prod(layer.kernel_size if kind == "Conv2D" else (1,)) * x.shape[-1] + 1) * width
+            if budget["count"] > budget["limit"]:
+                raise _OverBudget(budget["count"])
+        return layer(x)
+
+    return apply
 
 
 def _unit(x, layer, model):
     """weighted layer -> [BatchNormalization] -> activation: the building block of the presets."""
     x = layer(x)
-    if model["batch_norm"]:
+    if model.batch_norm:
         x = BatchNorm(momentum=BN_MOMENTUM)(x)
-    return activate(x, model["activation"])
+    return activate(x, model.activation)
 
 
 def _dropout(x, rate):
@@ -58,47 +128,56 @@ def _dropout(x, rate):
 def augmentation(x, augment):
     """Random shifts, rotations, zooms and erased patches, active in training only (identity at
     inference). Never flips: a mirrored letter is another glyph, or none."""
-    if augment["shift"] > 0:
-        x = layers.RandomTranslation(augment["shift"], augment["shift"], fill_mode="constant")(x)
-    if augment["rotation"] > 0:
-        x = layers.RandomRotation(augment["rotation"] / 360.0, fill_mode="constant")(x)
-    if augment["zoom"] > 0:
-        x = layers.RandomZoom(augment["zoom"], fill_mode="constant")(x)
-    if augment.get("erasing", 0) > 0:  # each image loses a patch with this probability; 0 is the background
-        erasing = augment["erasing"]
-        x = layers.RandomErasing(factor=(erasing, erasing), fill_value=0.0, value_range=(0.0, 1.0))(x)
+    if augment.shift > 0:
+        x = layers.RandomTranslation(augment.shift, augment.shift, fill_mode="constant")(x)
+    if augment.rotation > 0:
+        x = layers.RandomRotation(augment.rotation / 360.0, fill_mode="constant")(x)
+    if augment.zoom > 0:
+        x = layers.RandomZoom(augment.zoom, fill_mode="constant")(x)
+    if augment.erasing > 0:  # each image loses a patch with this probability; 0 is the background
+        factor = (augment.erasing, augment.erasing)
+        x = layers.RandomErasing(factor=factor, fill_value=0.0, value_range=(0.0, 1.0))(x)
     return x
 
 
 def dense_layers(x, model, widths):
     for units in widths:
         x = _unit(x, weighted("Dense", model, units=units), model)
-        x = _dropout(x, model["dropout"])
+        x = _dropout(x, model.dropout)
     return x
 
 
 def conv_blocks(x, model, convs_per_block):
     """One block per model.filters item: 3x3 convolutions, 2x2 max pooling, dropout."""
-    for width in model["filters"]:
+    sides = [28]
+    for width in model.filters:
         for _ in range(convs_per_block):
             x = _unit(x, weighted("Conv2D", model, filters=width, kernel_size=3, padding="same"), model)
-        x = layers.MaxPooling2D(2)(x)
-        x = _dropout(x, model["dropout"])
+        try:
+            x = layers.MaxPooling2D(2)(x)
+        except ValueError:  # Keras refuses to pool an image that is already 1x1
+            while sides[-1]:
+                sides.append(sides[-1] // 2)
+            raise PipelineError(
+                f"model.filters: {list(model.filters)} pools the 28x28 image below 1x1 in {model.architecture} "
+                f"({' -> '.join(map(str, sides))}); use at most {len(sides) - 2} items"
+            ) from None
+        x = _dropout(x, model.dropout)
     return layers.Flatten()(x)
 
 
 def mlp(x, model):
     # the practical's baseline: Flatten, then model.hidden_layers x Dense(model.hidden_size)
-    return dense_layers(layers.Flatten()(x), model, [model["hidden_size"]] * model["hidden_layers"])
+    return dense_layers(layers.Flatten()(x), model, [model.hidden_size] * model.hidden_layers)
 
 
 def cnn(x, model):
-    return dense_layers(conv_blocks(x, model, model["convs_per_block"]), model, [model["hidden_size"]])
+    return dense_layers(conv_blocks(x, model, model.convs_per_block), model, [model.hidden_size])
 
 
 def vgg(x, model):
     # VGG-style: three convolutions per block and two Dense layers, as in Simonyan & Zisserman
-    return dense_layers(conv_blocks(x, model, 3), model, [model["hidden_size"]] * 2)
+    return dense_layers(conv_blocks(x, model, 3), model, [model.hidden_size] * 2)
 
 
 def lenet5(x, model):
@@ -112,31 +191,29 @@ def lenet5(x, model):
 
 def custom_layer(x, spec, model):
     """One validated item of model.layers applied to x. Its keys are Keras's argument names."""
-    spec = dict(spec)
+    spec = spec.model_dump()
     kind = spec.pop("type")
     if kind in ("Dense", "Conv2D"):
         if kind == "Dense" and len(x.shape) > 2:  # Dense on an image would act per pixel
             x = layers.Flatten()(x)
         activation = spec.pop("activation")
         return activate(weighted(kind, model, **spec)(x), activation)
-    if kind == "Activation":
-        return activate(x, spec["activation"])
-    if kind == "PReLU":
-        return activate(x, "prelu")
-    if kind == "BatchNormalization":  # Keras's, with a fused kernel for training (notmnist/core/layers.py)
+    if kind in ("Activation", "PReLU"):
+        return activate(x, spec.get("activation", "prelu"))
+    if kind == "BatchNormalization":  # Keras's, with a fused kernel for training
         return BatchNorm(**spec)(x)
     return getattr(layers, kind)(**spec)(x)
 
 
 def custom(x, model):
-    for i, spec in enumerate(model["layers"]):
+    for i, spec in enumerate(model.layers):
         try:
             x = custom_layer(x, spec, model)
-        except ValueError as error:  # e.g. pooling an image that is already 1x1
+        except ValueError as error:  # Keras's own shape check, e.g. pooling an image that is already 1x1
             raise PipelineError(
-                f"model.layers.{i} ({spec['type']}) cannot take an input of shape "
-                f"{tuple(x.shape[1:])}: {_keras_reason(error)}; use fewer pooling layers or "
-                f"strides, or padding: same"
+                f"model.layers.{i} ({spec.type}) cannot take an input of shape {tuple(x.shape[1:])}: "
+                f"{_keras_reason(error)}; use fewer pooling layers or strides, padding: same, "
+                "or image layers before the first Flatten or Dense"
             ) from None
     return layers.Flatten()(x) if len(x.shape) > 2 else x
 
@@ -155,25 +232,92 @@ def resnet(x, model):
     def unit(x, width):
         return _unit(x, weighted("Conv2D", model, filters=width, kernel_size=3, padding="same"), model)
 
-    x = unit(x, model["filters"][0])
-    for width in model["filters"][1:]:
+    x = unit(x, model.filters[0])
+    for width in model.filters[1:]:
         x = layers.MaxPooling2D(2, padding="same")(unit(x, width))  # "same": a 1x1 map stays 1x1
         x = layers.Add()([x, unit(unit(x, width), width)])
-    return _dropout(layers.GlobalMaxPooling2D()(x), model["dropout"])
+    return _dropout(layers.GlobalMaxPooling2D()(x), model.dropout)
 
 
 PRESETS = {"mlp": mlp, "cnn": cnn, "vgg": vgg, "lenet5": lenet5, "resnet": resnet, "custom": custom}
 
 
 def build_model(model, name=None):
-    """The `model` section of params.yaml (validated) -> an uncompiled keras.Model, named `name`
-    (default: the architecture)."""
+    """The `model` settings (config.Model) -> an uncompiled keras.Model named `name` (default: the architecture)."""
     inputs = keras.Input(shape=(*IMAGE_SHAPE, 1), name="glyph")
-    x = augmentation(inputs, model["augment"])
-    x = PRESETS[model["architecture"]](x, model)
+    x = PRESETS[model.architecture](augmentation(inputs, model.augment), model)
     x = weighted("Dense", model, units=NUM_CLASSES)(x)
     outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=name or model["architecture"])
+    return keras.Model(inputs, outputs, name=name or model.architecture)
+
+
+def memory_budget():
+    """Half of this machine's physical memory, in bytes: what one run may plan to use."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+
+
+def _key_of(layer, model):
+    """The params.yaml key that sizes a layer of the network."""
+    if model.architecture == "custom":
+        return "model.layers"
+    return "model.hidden_size" if isinstance(layer, layers.Dense) else "model.filters"
+
+
+def _largest_key(model):
+    """The key to lower when a preset's weights are too many: its widest Dense or its widest convolutions."""
+    dense = model.hidden_size if model.architecture in ("mlp", "cnn", "vgg") else 0
+    return "model.hidden_size" if dense >= max(model.filters) else "model.filters"
+
+
+def network_errors(settings):
+    """Build the network as train does (no data; the schema has checked each value) and list what cannot
+    run: a layer Keras refuses (the image shrinking below 1x1), or weights with optimiser state, or one
+    batch's activations in train or evaluate, beyond memory_budget()."""
+    budget, copies = memory_budget(), 3 + settings.train.ensemble  # + gradients, 2 Adam moments, members
+    memory = f"more than half of this machine's {2 * budget / 2**30:.1f} GiB of memory"
+    token = _weight_budget.set({"count": 0, "limit": budget // (4 * copies)})
+    try:
+        network = build_model(settings.model)
+    except PipelineError as error:
+        return [str(error)]
+    except _OverBudget as over:
+        key = "model.layers" if settings.model.architecture == "custom" else _largest_key(settings.model)
+        count = over.args[0]
+        return [
+            f"{key}: the network has over ~{count:,} parameters; their weights and optimiser state ({copies} "
+            f"copies of 4 bytes) need over {count * 4 * copies / 2**30:.1f} GiB, {memory}; lower {key}"
+        ]
+    finally:
+        _weight_budget.reset(token)
+    hidden = [layer for layer in network.layers[1:] if not type(layer).__name__.startswith("Random")]
+    errors, count = [], network.count_params()  # the guard above counted only Dense and Conv2D weights
+    if count * 4 * copies > budget:
+        key = _key_of(max(hidden, key=lambda layer: layer.count_params()), settings.model)
+        errors.append(
+            f"{key}: the network has ~{count:,} parameters; their weights and optimiser state ({copies} "
+            f"copies of 4 bytes) need {count * 4 * copies / 2**30:.1f} GiB, {memory}; lower {key}"
+        )
+    sizes = [math.prod(layer.output.shape[1:]) for layer in hidden]
+    widest = hidden[sizes.index(max(sizes))]
+    # Evaluate runs the saved model's passes (members x shifted copies) breadth first: about one and a
+    # half first-layer outputs of every pass are held at once, then one pass's largest layer. Measured
+    # peaks above the loaded model (28 Nov, AMD EPYC; batch 256-1870; in units of batch x the first
+    # layer's output x 4 bytes): the default network 2.6-3.3 (this estimate 3.5), its 9 shifted copies
+    # 6.5-13.6 (15.5), 10 members x 9 copies 57-73 at batch 512-1024 (137).
+    passes = settings.train.ensemble * (2 * settings.package.tta_shift + 1) ** 2
+    held_at_once = 3 * passes * sizes[0] // 2 + 2 * max(sizes)
+    for stage, floats, held in (
+        ("train", 2 * sum(sizes), "every layer's values and gradients"),
+        ("evaluate", held_at_once, f"1.5 first layers of each of {passes} passes, the largest's input and output"),
+    ):
+        batch = getattr(settings, stage).batch_size
+        if batch * floats * 4 > budget:
+            errors.append(
+                f"{stage}.batch_size: {batch} images x {floats:,} activations ({held}, 4 bytes each) "
+                f"need {batch * floats * 4 / 2**30:.1f} GiB, {memory}; lower {stage}.batch_size "
+                f"(or {_key_of(widest, settings.model)})"
+            )
+    return errors
 
 
 def ensemble(members):

@@ -80,10 +80,10 @@ def split_plan(images, labels, names, data):
         )
     labels, names, keys = labels[keep], names[keep], keys[keep]
     fractions = np.array(
-        [1 - data["val_fraction"] - data["test_fraction"], data["val_fraction"], data["test_fraction"]]
+        [1 - data.val_fraction - data.test_fraction, data.val_fraction, data.test_fraction]
     )
-    group_ids = groups(keys, font_of(names) if data["group_by_font"] else None)
-    split_of = assign_splits(group_ids, labels, fractions, data["split_seed"])
+    group_ids = groups(keys, font_of(names) if data.group_by_font else None)
+    split_of = assign_splits(group_ids, labels, fractions, data.split_seed)
     check_coverage(labels, split_of, group_ids, data)
     summary = {
         "images_in": int(len(keep)),
@@ -106,7 +106,7 @@ def check_coverage(labels, split_of, group_ids, data):
         if np.any(split_of == index):
             continue
         if distinct < len(SPLITS):
-            grouping = "one font (data.group_by_font)" if data["group_by_font"] else "identical pixels"
+            grouping = "one font (data.group_by_font)" if data.group_by_font else "identical pixels"
             raise PipelineError(
                 f"{split} split is empty: the {len(labels)} images form only {distinct} group(s) of "
                 f"{grouping}, and a group never straddles two splits, so larger fractions cannot "
@@ -114,12 +114,12 @@ def check_coverage(labels, split_of, group_ids, data):
             )
         raise PipelineError(
             f"{split} split is empty: {len(labels)} images are too few for data.val_fraction="
-            f"{data['val_fraction']} and data.test_fraction={data['test_fraction']}; "
+            f"{data.val_fraction} and data.test_fraction={data.test_fraction}; "
             "use more images or larger fractions"
         )
     counts = np.zeros((len(SPLITS), NUM_CLASSES), dtype=np.int64)
     np.add.at(counts, (split_of, labels), 1)
-    smallest = min(data["val_fraction"], data["test_fraction"])
+    smallest = min(data.val_fraction, data.test_fraction)
     for letter_index in np.flatnonzero(counts.sum(axis=0)):
         missing = [split for index, split in enumerate(SPLITS) if counts[index, letter_index] == 0]
         if missing:
@@ -127,8 +127,8 @@ def check_coverage(labels, split_of, group_ids, data):
             raise PipelineError(
                 f"letter {letter} has {counts[:, letter_index].sum()} image(s) ({_counts(counts[:, letter_index])}), "
                 f"none in {' or '.join(missing)}, so {letter} could not be scored there: add images of {letter} "
-                f"(about {math.ceil(1 / smallest)} distinct ones at data.val_fraction={data['val_fraction']} and "
-                f"data.test_fraction={data['test_fraction']}) or raise those fractions"
+                f"(about {math.ceil(1 / smallest)} distinct ones at data.val_fraction={data.val_fraction} and "
+                f"data.test_fraction={data.test_fraction}) or raise those fractions"
             )
 
 

@@ -1,5 +1,5 @@
-"""Training: the optimiser, schedule, batch mixing and callbacks that params.yaml `train` names,
-the fit, and the members of an ensemble."""
+"""Training: the optimiser, schedule, batch mixing and callbacks that params.yaml `train` names (a
+config.Train), the fit, and the members of an ensemble."""
 
 import math
 import sys
@@ -24,24 +24,24 @@ def load_split(path):
 
 
 def learning_rate(train, steps_per_epoch):
-    lr, steps = train["learning_rate"], steps_per_epoch
+    lr, steps = train.learning_rate, steps_per_epoch
     schedules = keras.optimizers.schedules
-    if train["schedule"] == "cosine":
-        return schedules.CosineDecay(lr, decay_steps=train["epochs"] * steps)
-    if train["schedule"] == "one_cycle":
+    if train.schedule == "cosine":
+        return schedules.CosineDecay(lr, decay_steps=train.epochs * steps)
+    if train.schedule == "one_cycle":
         # Smith's one-cycle as PyTorch's OneCycleLR defaults it: from lr/25 up to lr over the first 30% of
         # the steps, then cosine down to lr/25/1e4. A stock Keras schedule, so nothing custom is ever saved.
-        total = train["epochs"] * steps
+        total = train.epochs * steps
         warmup = int(0.3 * total)
         return schedules.CosineDecay(
             lr / 25, decay_steps=total - warmup, alpha=1 / (25 * 1e4), warmup_target=lr, warmup_steps=warmup
         )
-    if train["schedule"] in ("step", "exponential"):
+    if train.schedule in ("step", "exponential"):
         return schedules.ExponentialDecay(
             lr,
-            decay_steps=train["decay_epochs"] * steps,
-            decay_rate=train["decay_rate"],
-            staircase=train["schedule"] == "step",
+            decay_steps=train.decay_epochs * steps,
+            decay_rate=train.decay_rate,
+            staircase=train.schedule == "step",
         )
     return lr  # constant, or plateau (ReduceLROnPlateau lowers it)
 
@@ -49,16 +49,16 @@ def learning_rate(train, steps_per_epoch):
 def optimizer(train, steps_per_epoch):
     lr = learning_rate(train, steps_per_epoch)
     # weight averaging: Keras keeps the moving average and writes it into the model when fit ends
-    averaging = {"use_ema": train["weight_averaging"] > 0, "ema_momentum": train["weight_averaging"] or 0.99}
+    averaging = {"use_ema": train.weight_averaging > 0, "ema_momentum": train.weight_averaging or 0.99}
     # decoupled weight decay (Loshchilov & Hutter): Keras subtracts lr * weight_decay * weight each step
-    decay = train.get("weight_decay", 0.0)
-    if train["optimizer"] == "adamw":
+    decay = train.weight_decay
+    if train.optimizer == "adamw":
         return keras.optimizers.AdamW(lr, weight_decay=decay, **averaging)
     averaging["weight_decay"] = decay or None  # None, not 0: the default optimizers stay exactly as before
-    if train["optimizer"] == "sgd":
-        return keras.optimizers.SGD(lr, momentum=train["momentum"], nesterov=train["nesterov"], **averaging)
-    if train["optimizer"] == "rmsprop":
-        return keras.optimizers.RMSprop(lr, momentum=train["momentum"], **averaging)
+    if train.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=train.momentum, nesterov=train.nesterov, **averaging)
+    if train.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(lr, momentum=train.momentum, **averaging)
     return keras.optimizers.Adam(lr, **averaging)
 
 
@@ -87,10 +87,10 @@ def callbacks(train, live):
     from dvclive.keras import DVCLiveCallback
 
     chosen = [StopOnDivergence(), LogLearningRate()]
-    if train["schedule"] == "plateau":
-        chosen.append(keras.callbacks.ReduceLROnPlateau(factor=train["decay_rate"], patience=train["decay_epochs"]))
-    if train["early_stopping"]:
-        chosen.append(keras.callbacks.EarlyStopping(patience=train["early_stopping"], restore_best_weights=True))
+    if train.schedule == "plateau":
+        chosen.append(keras.callbacks.ReduceLROnPlateau(factor=train.decay_rate, patience=train.decay_epochs))
+    if train.early_stopping:
+        chosen.append(keras.callbacks.EarlyStopping(patience=train.early_stopping, restore_best_weights=True))
     return chosen + [DVCLiveCallback(live=live)]  # last, so it sees the learning rate
 
 
@@ -103,10 +103,10 @@ def mixed_batches(train, x, y, seed):
     # float32 whatever train.precision: the data is float32, and under mixed_bfloat16 a mixer would cast
     # the batch to bfloat16 and fail multiplying it by its float32 blend weights
     mixers = []
-    if train.get("mixup", 0) > 0:
-        mixers.append(keras.layers.MixUp(alpha=train["mixup"], seed=seed, dtype="float32"))
-    if train.get("cutmix", 0) > 0:
-        mixers.append(keras.layers.CutMix(factor=(train["cutmix"], train["cutmix"]), seed=seed, dtype="float32"))
+    if train.mixup > 0:
+        mixers.append(keras.layers.MixUp(alpha=train.mixup, seed=seed, dtype="float32"))
+    if train.cutmix > 0:
+        mixers.append(keras.layers.CutMix(factor=(train.cutmix, train.cutmix), seed=seed, dtype="float32"))
 
     def mix(index, batch):
         images, labels = batch
@@ -116,30 +116,30 @@ def mixed_batches(train, x, y, seed):
         return tf.cond(index % 2 == 0, branches[0], branches[1])
 
     batches = (
-        tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).batch(train["batch_size"]).enumerate()
+        tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).batch(train.batch_size).enumerate()
     )
     return batches.map(mix).prefetch(tf.data.AUTOTUNE)
 
 
-def fit(model, train, x, y, validation, live, seed=0):
+def fit(model, train, x, y, validation, live, seed=0, extra_callbacks=(), verbose=None):
     """Compile and fit; returns the number of epochs run. Batch mixing (mixup, cutmix) applies to the
-    training batches only, never to validation."""
-    steps = math.ceil(len(x) / train["batch_size"])
+    training batches only, never to validation. `extra_callbacks` and `verbose` are for benchmarks."""
+    steps = math.ceil(len(x) / train.batch_size)
     model.compile(
         optimizer=optimizer(train, steps),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=train["label_smoothing"]),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing),
         metrics=["accuracy"],
     )
-    if train.get("mixup", 0) > 0 or train.get("cutmix", 0) > 0:
-        data = {"x": mixed_batches(train, x, y, seed), "validation_batch_size": train["batch_size"], "shuffle": False}
+    if train.mixup > 0 or train.cutmix > 0:
+        data = {"x": mixed_batches(train, x, y, seed), "validation_batch_size": train.batch_size, "shuffle": False}
     else:  # NumPy arrays, as before mixing existed: a tf.data pipeline would change the shuffle order
-        data = {"x": x, "y": y, "batch_size": train["batch_size"], "shuffle": True}
+        data = {"x": x, "y": y, "batch_size": train.batch_size, "shuffle": True}
     history = model.fit(
         **data,
-        epochs=train["epochs"],
+        epochs=train.epochs,
         validation_data=validation,
-        callbacks=callbacks(train, live),
-        verbose=1 if sys.stdout.isatty() else 2,
+        callbacks=callbacks(train, live) + list(extra_callbacks),
+        verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose,
     )
     return len(history.epoch)
 
@@ -166,17 +166,17 @@ def train_members(settings, x, y, validation, live_dir):
 
     from notmnist.core.models import build_model
 
-    count = settings["train"].get("ensemble", 1)
+    count = settings.train.ensemble
     members, epochs = [], 0
-    with strategy(settings["train"]["distribute"]).scope():  # the models and their optimizers are made in the scope
+    with strategy(settings.train.distribute).scope():  # the models and their optimizers are made in the scope
         for index in range(count):
-            seed = member_seed(settings["seed"], index)
+            seed = member_seed(settings.seed, index)
             keras.utils.set_random_seed(seed)
-            model = build_model(settings["model"], name=f"member_{index}" if count > 1 else None)
+            model = build_model(settings.model, name=f"member_{index}" if count > 1 else None)
             if index == 0:
                 model.summary()
             with Live(str(member_live_dir(live_dir, index)), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-                epochs += fit(model, settings["train"], x, y, validation, live, seed=seed)
+                epochs += fit(model, settings.train, x, y, validation, live, seed=seed)
             members.append(model)
     return members, epochs
 

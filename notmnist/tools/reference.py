@@ -54,6 +54,8 @@ def _same_or_inside(path, folder):
 
 
 def _cell(value):
+    if value is None:
+        return "`null`"
     if isinstance(value, bool):
         return "`true`" if value else "`false`"
     if isinstance(value, list):
