@@ -81,7 +81,7 @@ SOURCE = {}
 
 
 def load_source(path):
-    glyphs = read_glyphs(path, show_progress=False, workers=1)
+    glyphs = read_glyphs(path, show_progress=False)
     SOURCE.update(images=glyphs.images, labels=glyphs.labels, names=glyphs.names)
 
 

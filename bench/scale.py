@@ -5,8 +5,8 @@
 Builds each synthetic archive with bench/make_large_archive.py (reused if already in --work),
 runs the two stages as the pipeline does (`python -m stages.<stage>`, in a scratch folder with this
 project's params.yaml) and prints one row per stage and size. Peak memory is the stage process's
-maximum resident set (its worker processes have their own, smaller, peaks). Archives and outputs
-are deleted afterwards unless --keep.
+maximum resident set (both stages run in one process). Archives and outputs are deleted afterwards
+unless --keep.
 """
 
 import argparse
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def measured(args, cwd):
-    """Run a command; -> (wall s, CPU s of it and its children, peak RSS MiB of the process itself)."""
+    """Run a command; -> (wall s, CPU s, peak RSS MiB)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     start = time.perf_counter()
     process = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -18,7 +18,6 @@ import pyspng
 from notmnist.core.contract import IMAGE_SHAPE, LETTERS
 from notmnist.core.runtime import PipelineError
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_MEMBER_BYTES = 1 << 20  # a notMNIST PNG is under 1 KiB; anything this big is not a glyph
 MAX_TOTAL_BYTES = 8 << 30  # notMNIST_large unpacks to about 2 GiB; beyond this is a bomb
 MAX_TRAILING_BYTES = 1 << 20  # zeros after the last member: tar pads to a 10 KiB record; more is suspect
@@ -51,7 +50,7 @@ def decode_png(data: bytes) -> np.ndarray:
     before libspng (pyspng, ~3x faster than Pillow) decodes, so no pixel bomb or colour image is unpacked."""
     if not data:
         raise BadGlyph("empty file")
-    if not data.startswith(PNG_SIGNATURE):
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         raise BadGlyph("not a PNG file")
     if len(data) < 26 or data[12:16] != b"IHDR":
         raise BadGlyph("corrupt PNG (no IHDR header chunk)")
