@@ -22,32 +22,13 @@ BIN = Path(sys.executable).parent  # this venv's dvc and notmnist
 # mixed_bfloat16: its speed is the CPU's (1.3x float32 on the AMD EPYC VM, 0.67x on the Intel VM of
 # docs/performance.md, emulated where BF16 is missing): docs/experiments.md.
 # accurate: the default's network 10 times, averaged in one model (about 90 minutes here). On validation
-# k default CNNs match k half-width ResNet-9s (the previous preset, RESNET9 below) at
-# 2/3 of the time per member, and more members still help (`python bench/ensembles.py`).
+# k default CNNs match k half-width ResNet-9s (the previous preset, docs/experiments.md) at
+# 2/3 of the time per member, and more members still help (docs/experiments.md).
 PRESETS = {
     "quick": ["train.epochs=12", "train.precision=mixed_bfloat16"],  # the default recipe, shortened
     "default": [],
     "accurate": ["train.ensemble=10"],
 }
-
-# The previous accurate preset (27-28 Nov): the GPU study's ResNet-9 recipe at half its widths, 7 members,
-# 94 minutes here; bench/gpu_sweep.py screens variations of it. The study's weight decay 5e-4 was PyTorch
-# SGD's, which adds 5e-4 * w to the gradient before momentum; Keras's train.weight_decay is decoupled (not
-# scaled up by momentum, ~10x weaker at 0.9), so the faithful translation is an L2 loss of 5e-4 / 2.
-RESNET9 = [
-    "model.architecture=resnet",
-    "model.filters=[32,64,128,256]",
-    "train.optimizer=sgd",
-    "train.momentum=0.9",
-    "train.nesterov=true",
-    "train.schedule=one_cycle",
-    "train.learning_rate=0.05",
-    "train.label_smoothing=0.1",
-    "model.l2=0.00025",
-    "train.epochs=40",
-    "train.precision=mixed_bfloat16",
-    "train.ensemble=7",
-]
 
 
 def command_line(preset):

@@ -4,7 +4,7 @@
 
 1. extract: the streaming reader (notmnist.core.glyphs.read_glyphs) vs the naive way (untar to disk,
    then one PIL open per file), on the real archive.
-2. train: the train stage's loop (stages.train.fit: callbacks, DVCLive) with the default model vs
+2. train: the train stage's loop (notmnist.core.training.fit: callbacks, DVCLive) with the default model vs
    a plain Keras script of the practical's shape (model.fit on NumPy arrays), same model, data,
    batch size and epochs, alternating in one process; float32 and mixed_bfloat16.
 3. DVC overhead: `dvc --version`, `dvc status` and a no-op `dvc repro` in a throw-away clone of this
@@ -99,8 +99,8 @@ def training_data(images):
     """Random slices of the real archive's glyphs, scaled as preprocess does: `images` to train on,
     an eighth as many to validate on each epoch (the pipeline's 80/10 train/val proportion), and
     2,000 more, held out, for the accuracy each variant reaches."""
-    from notmnist.core.glyphs import read_glyphs
     from notmnist.core.contract import scale
+    from notmnist.core.glyphs import read_glyphs
 
     glyphs = read_glyphs(ARCHIVE, show_progress=False)
     order = np.random.default_rng(0).permutation(len(glyphs.labels))
@@ -135,28 +135,23 @@ def settings(precision, epochs):
     from notmnist.core import config as params
 
     chosen = params.load(REPO / "params.yaml")
-    chosen["train"].update(precision=precision, epochs=epochs)
-    return chosen
+    return chosen.model_copy(
+        update={"train": chosen.train.model_copy(update={"precision": precision, "epochs": epochs})}
+    )
 
 
 def plain_keras(data, validation, chosen, clock):
     """The practical's main.py shape: build, compile, model.fit on NumPy arrays. Its network is the
-    default one written with stock Keras layers: keras.layers.BatchNormalization where the pipeline
-    has notmnist.core.layers.BatchNorm (same weights and maths, fused training kernel)."""
-    import keras
+    default one with stock Keras layers (models.to_stock: keras.layers.BatchNormalization where the
+    pipeline trains with models.BatchNorm, same weights and maths, fused training kernel)."""
+    from notmnist.core.models import build_model, to_stock
 
-    from notmnist.core import models as architectures
-
-    architectures.BatchNorm, pipeline_layer = keras.layers.BatchNormalization, architectures.BatchNorm
-    try:
-        model = architectures.build_model(chosen["model"])
-    finally:
-        architectures.BatchNorm = pipeline_layer
+    model = to_stock(build_model(chosen.model))
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(
         *data,
-        batch_size=chosen["train"]["batch_size"],
-        epochs=chosen["train"]["epochs"],
+        batch_size=chosen.train.batch_size,
+        epochs=chosen.train.epochs,
         validation_data=validation,
         verbose=0,
         callbacks=[clock.callback],
@@ -168,22 +163,12 @@ def stage_fit(data, validation, chosen, clock):
     """notmnist.core.training's loop: its optimizer, schedule, callbacks and DVCLive logging."""
     from dvclive import Live
 
-    from notmnist.core import training as train
     from notmnist.core.models import build_model
+    from notmnist.core.training import fit
 
-    model = build_model(chosen["model"])
-    original = train.callbacks
-    train.callbacks = lambda *args: original(*args) + [clock.callback]
-    try:
-        with tempfile.TemporaryDirectory() as folder, open(os.devnull, "w") as quiet:
-            stdout, sys.stdout = sys.stdout, quiet
-            try:
-                with Live(folder, dvcyaml=False, save_dvc_exp=False, report=None) as live:
-                    train.fit(model, chosen["train"], *data, validation, live)
-            finally:
-                sys.stdout = stdout
-    finally:
-        train.callbacks = original
+    model = build_model(chosen.model)
+    with tempfile.TemporaryDirectory() as folder, Live(folder, dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        fit(model, chosen.train, *data, validation, live, extra_callbacks=[clock.callback], verbose=0)
     return model
 
 

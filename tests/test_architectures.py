@@ -37,7 +37,7 @@ def train_one_step(model, compiled_with="adam"):
 
 
 def layer_kinds(model):
-    """Keras's class names (notmnist.core.layers.BatchNorm counts as the BatchNormalization it is)."""
+    """Keras's class names (notmnist.core.models.BatchNorm counts as the BatchNormalization it is)."""
     return [
         next(kind.__name__ for kind in type(layer).__mro__ if kind.__module__.startswith("keras."))
         for layer in model.layers
@@ -45,7 +45,7 @@ def layer_kinds(model):
 
 
 def custom_model(layers, **model):
-    return build_model(settings({"architecture": "custom", "layers": layers, **model})["model"])
+    return build_model(settings({"architecture": "custom", "layers": layers, **model}).model)
 
 
 def test_mlp_preset_is_the_practicals_baseline_with_118282_parameters():
@@ -59,7 +59,7 @@ def test_mlp_preset_is_the_practicals_baseline_with_118282_parameters():
                 "batch_norm": False,
                 "activation": "sigmoid",
             }
-        )["model"]
+        ).model
     )
     trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
     assert trainable == 118_282
@@ -88,7 +88,7 @@ def test_preset_reads_the_shared_knobs_and_trains(architecture):
         "init": "glorot_uniform",
         "batch_norm": True,
     }
-    model = build_model(settings(knobs)["model"])
+    model = build_model(settings(knobs).model)
     weighted = [layer for layer in model.layers if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
     assert all(isinstance(layer.kernel_initializer, keras.initializers.GlorotUniform) for layer in weighted)
     assert all(math.isclose(layer.kernel_regularizer.l2, 0.01) for layer in weighted)
@@ -108,7 +108,7 @@ def test_preset_reads_the_shared_knobs_and_trains(architecture):
 
 @pytest.mark.parametrize("architecture", ["mlp", "cnn", "vgg", "lenet5"])
 def test_preset_without_dropout_or_batch_norm_has_neither(architecture):
-    model = build_model(settings({"architecture": architecture, "dropout": 0, "batch_norm": False})["model"])
+    model = build_model(settings({"architecture": architecture, "dropout": 0, "batch_norm": False}).model)
     assert not {"Dropout", "BatchNormalization"} & set(layer_kinds(model))
 
 
@@ -195,25 +195,25 @@ def test_custom_network_that_shrinks_the_image_to_nothing_names_the_layer():
     ],
 )
 def test_every_optimizer_and_schedule_trains_a_step(train):
-    train = settings(train={**train, "learning_rate": 0.01})["train"]
+    train = settings(train={**train, "learning_rate": 0.01}).train
     chosen = optimizer(train, steps_per_epoch=3)
-    assert chosen.__class__.__name__.lower() == train["optimizer"]
-    if train["optimizer"] != "adam":
-        assert math.isclose(chosen.momentum, train["momentum"])
-    if train["optimizer"] == "sgd":
-        assert chosen.nesterov == train["nesterov"]
-    train_one_step(build_model(settings({"architecture": "mlp"})["model"]), compiled_with=chosen)
+    assert chosen.__class__.__name__.lower() == train.optimizer
+    if train.optimizer != "adam":
+        assert math.isclose(chosen.momentum, train.momentum)
+    if train.optimizer == "sgd":
+        assert chosen.nesterov == train.nesterov
+    train_one_step(build_model(settings({"architecture": "mlp"}).model), compiled_with=chosen)
 
 
 @pytest.mark.parametrize("schedule", ["constant", "plateau", "step", "exponential", "cosine"])
 def test_schedule_gives_the_learning_rate_it_promises(schedule):
     train = settings(
         train={"schedule": schedule, "learning_rate": 0.1, "decay_rate": 0.5, "decay_epochs": 2, "epochs": 10}
-    )["train"]
+    ).train
     steps = 3
     rate = learning_rate(train, steps)
     if schedule in ("constant", "plateau"):
-        assert rate == train["learning_rate"]
+        assert rate == train.learning_rate
         return
     at = {step: float(rate(step)) for step in (0, 1, 2 * steps - 1, 2 * steps, 10 * steps)}
     assert math.isclose(at[0], 0.1, rel_tol=1e-6)
@@ -241,10 +241,10 @@ def test_plateau_early_stopping_and_label_smoothing_reach_the_fit(tmp_path):
             "epochs": 2,
             "batch_size": 4,
         }
-    )["train"]
+    ).train
     with Live(str(tmp_path / "live"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         chosen = {type(c).__name__: c for c in callbacks(train, live)}
-        model = build_model(settings({"architecture": "mlp"})["model"])
+        model = build_model(settings({"architecture": "mlp"}).model)
         epochs = fit(model, train, *images(), validation=images(seed=1), live=live)
     plateau, stopping = chosen["ReduceLROnPlateau"], chosen["EarlyStopping"]
     assert (plateau.factor, plateau.patience) == (0.2, 1)
@@ -256,11 +256,11 @@ def test_plateau_early_stopping_and_label_smoothing_reach_the_fit(tmp_path):
 
 @pytest.mark.parametrize("shape", [(32, 14, 14, 8), (32, 16)])
 def test_fused_batch_norm_trains_like_keras_batch_normalization(shape):
-    """notmnist.core.layers.BatchNorm (fused kernel for images, Keras's path for dense inputs): same
+    """notmnist.core.models.BatchNorm (fused kernel for images, Keras's path for dense inputs): same
     outputs, gradients and moving statistics as keras.layers.BatchNormalization, to float32 noise."""
     import tensorflow as tf
 
-    from notmnist.core.layers import BatchNorm
+    from notmnist.core.models import BatchNorm
 
     x = tf.constant(np.random.default_rng(0).normal(1.0, 3.0, shape).astype("float32"))
     pair = [keras.layers.BatchNormalization(momentum=0.9), BatchNorm(momentum=0.9)]
@@ -295,10 +295,10 @@ def test_weight_averaging_leaves_the_averaged_weights_in_the_model(tmp_path):
     finals = {}
     for momentum in (0.0, 0.9):
         keras.utils.set_random_seed(0)
-        train = settings(train={"weight_averaging": momentum, "epochs": 3, "batch_size": 4, "learning_rate": 0.05})[
-            "train"
-        ]
-        model = build_model(settings({"architecture": "mlp"})["model"])
+        train = settings(
+            train={"weight_averaging": momentum, "epochs": 3, "batch_size": 4, "learning_rate": 0.05}
+        ).train
+        model = build_model(settings({"architecture": "mlp"}).model)
         with Live(str(tmp_path / f"live{momentum}"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
             fit(model, train, *images(), validation=images(seed=1), live=live)
         assert model.optimizer.use_ema == (momentum > 0)
@@ -310,7 +310,7 @@ def test_weight_averaging_leaves_the_averaged_weights_in_the_model(tmp_path):
 
 
 def test_resnet_preset_is_resnet9_style_with_widths_from_filters():
-    model = build_model(settings({"architecture": "resnet", "filters": [2, 3, 4]})["model"])
+    model = build_model(settings({"architecture": "resnet", "filters": [2, 3, 4]}).model)
     kinds = layer_kinds(model)
     assert kinds.count("Add") == 2 and kinds.count("Conv2D") == 1 + 2 * 3  # stem, then per stage a unit and a residual
     assert kinds.count("MaxPooling2D") == 2 and "GlobalMaxPooling2D" in kinds
@@ -320,13 +320,13 @@ def test_resnet_preset_is_resnet9_style_with_widths_from_filters():
 
 
 def test_resnet_with_the_studys_widths_has_its_7_75_million_parameters():
-    model = build_model(settings({"architecture": "resnet", "filters": [64, 128, 256, 512]})["model"])
+    model = build_model(settings({"architecture": "resnet", "filters": [64, 128, 256, 512]}).model)
     trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
     assert abs(trainable - 7.75e6) < 0.01e6  # the study's convolutions had no bias: 2,752 fewer
 
 
 def test_erasing_blanks_a_patch_in_training_only():
-    model = build_model(settings({"architecture": "mlp", "augment": {**NO_AUGMENT, "erasing": 1.0}})["model"])
+    model = build_model(settings({"architecture": "mlp", "augment": {**NO_AUGMENT, "erasing": 1.0}}).model)
     erasing = next(layer for layer in model.layers if isinstance(layer, keras.layers.RandomErasing))
     x = np.full((4, 28, 28, 1), 0.5, np.float32)
     erased = keras.ops.convert_to_numpy(erasing(x, training=True))
@@ -343,17 +343,17 @@ def test_erasing_blanks_a_patch_in_training_only():
     ],
 )
 def test_weight_decay_reaches_the_optimizer(train):
-    chosen = optimizer(settings(train=train)["train"], steps_per_epoch=3)
+    chosen = optimizer(settings(train=train).train, steps_per_epoch=3)
     assert type(chosen).__name__.lower() == train["optimizer"]
     if "weight_decay" in train:
         assert math.isclose(chosen.weight_decay, train["weight_decay"])
     else:  # 0 stays Keras's None: the default optimizer is exactly what it was
         assert chosen.weight_decay is None
-    train_one_step(build_model(settings({"architecture": "mlp"})["model"]), compiled_with=chosen)
+    train_one_step(build_model(settings({"architecture": "mlp"}).model), compiled_with=chosen)
 
 
 def test_one_cycle_warms_up_to_the_peak_then_anneals_to_almost_nothing():
-    train = settings(train={"schedule": "one_cycle", "learning_rate": 0.1, "epochs": 10})["train"]
+    train = settings(train={"schedule": "one_cycle", "learning_rate": 0.1, "epochs": 10}).train
     rate = learning_rate(train, steps_per_epoch=10)
     at = {step: float(rate(step)) for step in (0, 15, 30, 65, 100)}
     assert math.isclose(at[0], 0.1 / 25, rel_tol=1e-5)
@@ -366,7 +366,7 @@ def test_one_cycle_warms_up_to_the_peak_then_anneals_to_almost_nothing():
 def test_mixing_blends_training_batches_reproducibly(mixing):
     from notmnist.core.training import mixed_batches
 
-    train = settings(train={"batch_size": 8, **mixing})["train"]
+    train = settings(train={"batch_size": 8, **mixing}).train
     x, y = images(24)
     first, again = (
         [np.asarray(batch) for pair in mixed_batches(train, x, y, seed=5) for batch in pair] for _ in range(2)
@@ -379,7 +379,7 @@ def test_mixing_blends_training_batches_reproducibly(mixing):
 def test_mixing_works_under_mixed_bfloat16_and_keeps_float32_batches():
     from notmnist.core.training import mixed_batches
 
-    train = settings(train={"batch_size": 8, "mixup": 0.4, "cutmix": 1.0, "precision": "mixed_bfloat16"})["train"]
+    train = settings(train={"batch_size": 8, "mixup": 0.4, "cutmix": 1.0, "precision": "mixed_bfloat16"}).train
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16")  # as stages/train sets it for this precision
     try:
         batches = [[np.asarray(part) for part in pair] for pair in mixed_batches(train, *images(24), seed=5)]
@@ -392,13 +392,13 @@ def test_mixing_works_under_mixed_bfloat16_and_keeps_float32_batches():
 def test_mixing_trains_on_mixed_batches_and_validates_on_plain_ones(tmp_path):
     from dvclive import Live
 
-    train = settings(train={"mixup": 0.4, "cutmix": 1.0, "epochs": 1, "batch_size": 4})["train"]
-    model = build_model(settings({"architecture": "mlp"})["model"])
+    train = settings(train={"mixup": 0.4, "cutmix": 1.0, "epochs": 1, "batch_size": 4}).train
+    model = build_model(settings({"architecture": "mlp"}).model)
     with Live(str(tmp_path / "live"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         assert fit(model, train, *images(), validation=images(seed=1), live=live) == 1
     x, y = images(seed=1)
     val_loss = float((tmp_path / "live/plots/metrics/eval/loss.tsv").read_text().split()[-1])
     # the training loss (label smoothing included) on the unmixed validation images
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=train["label_smoothing"])
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing)
     expected = float(loss(y, model.predict(x, verbose=0)))
     assert math.isclose(val_loss, expected, rel_tol=1e-4)

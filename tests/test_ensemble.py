@@ -93,7 +93,7 @@ def test_a_seed_sweep_of_ensembles_shares_no_member():
 
 
 def test_ensemble_averages_its_members_probabilities():
-    members = [build_model(params.validate({"model": TINY})["model"], name=f"member_{i}") for i in range(3)]
+    members = [build_model(params.validate({"model": TINY}).model, name=f"member_{i}") for i in range(3)]
     x, _ = images(5)
     combined = ensemble(members)
     expected = np.mean([member.predict(x, verbose=0) for member in members], axis=0)
@@ -131,7 +131,7 @@ def test_shifted_moves_the_image_and_fills_zeros(dy, dx):
 
 
 def test_with_shifts_averages_the_network_over_every_shifted_copy():
-    network = build_model(params.validate({"model": TINY})["model"])
+    network = build_model(params.validate({"model": TINY}).model)
     x, _ = images(5)
     copies = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
     expected = np.mean([network.predict(moved(x, dy, dx), verbose=0) for dy, dx in copies], axis=0)
@@ -144,9 +144,9 @@ def test_with_shifts_averages_the_network_over_every_shifted_copy():
 @pytest.mark.parametrize("kind", ["default cnn", "ensemble of 2", "ensemble of 2 over 9 shifted copies"])
 def test_saved_model_loads_with_plain_keras_and_predicts_the_same(tmp_path, kind):
     x, y = images(16, seed=2)
-    if kind == "default cnn":  # the default network, with the fused BatchNorm of notmnist.core.layers while training
+    if kind == "default cnn":  # the default network, with the fused BatchNorm of notmnist.core.models while training
         keras.utils.set_random_seed(0)
-        model = build_model(params.validate({})["model"])
+        model = build_model(params.validate({}).model)
         assert "BatchNorm" in {type(layer).__name__ for layer in model.layers}
         model.compile(optimizer="adam", loss="categorical_crossentropy")
         model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # moves the BatchNorm statistics
@@ -166,8 +166,8 @@ def test_average_combines_finished_models_of_other_architectures_into_one_plain_
     x, y = images(12, seed=3)
     np.savez(tmp_path / "split.npz", x=x, y=y.argmax(axis=1).astype(np.uint8))
     paths = [tmp_path / "cnn.keras", tmp_path / "mlp.keras", tmp_path / "pair.keras"]
-    save_model(build_model(params.validate({"model": TINY})["model"]), paths[0])
-    save_model(build_model(params.validate({"model": {"architecture": "mlp", "hidden_size": 4}})["model"]), paths[1])
+    save_model(build_model(params.validate({"model": TINY}).model), paths[0])
+    save_model(build_model(params.validate({"model": {"architecture": "mlp", "hidden_size": 4}}).model), paths[1])
     save_model(ensemble(trained_ensemble(tmp_path)[0]), paths[2])  # an ensemble counts as one model
     out = tmp_path / "average.keras"
     cli.main(["average", *map(str, paths), "--out", str(out), "--split", str(tmp_path / "split.npz")])

@@ -340,7 +340,9 @@ def test_more_pooling_blocks_than_the_image_allows_are_refused(architecture):
 
 
 def test_resnet_pools_with_padding_same_so_any_depth_fits_and_lenet5_is_fixed():
-    network = models.build_model(validate(with_values({"model.architecture": "resnet", "model.filters": [8] * 8})).model)
+    network = models.build_model(
+        validate(with_values({"model.architecture": "resnet", "model.filters": [8] * 8})).model
+    )
     assert isinstance(network.layers[-4], models.layers.GlobalMaxPooling2D)  # then dropout, Dense, softmax
     assert not network_errors_of({"model.architecture": "lenet5", "model.filters": [8] * 9})
 
@@ -427,7 +429,10 @@ def test_ensemble_members_count_in_the_memory_estimate(monkeypatch):
         {"architecture": "vgg", "filters": [4, 8]},
         {"architecture": "lenet5"},
         {"architecture": "resnet", "filters": [4, 8, 8, 16, 16, 16]},
-        {"architecture": "custom", "layers": [{"type": "Conv2D", "filters": 3}, {"type": "PReLU"}, {"type": "Dense", "units": 7}]},
+        {
+            "architecture": "custom",
+            "layers": [{"type": "Conv2D", "filters": 3}, {"type": "PReLU"}, {"type": "Dense", "units": 7}],
+        },
     ],
 )
 def test_every_presets_check_figures_are_the_network_keras_builds(monkeypatch, model):

@@ -3,11 +3,16 @@
 import numpy as np
 import pytest
 
-from notmnist.core.runtime import PipelineError
+from notmnist.core.config import Data
 from notmnist.core.contract import scale
+from notmnist.core.runtime import PipelineError
 from notmnist.core.split import SPLITS, conflicting, coverage_warnings, pixel_keys, split_dataset
 
-DATA = {"val_fraction": 0.1, "test_fraction": 0.1, "split_seed": 0, "group_by_font": False}
+DATA = Data()  # the defaults: 0.1 and 0.1 of the images, split seed 0, not grouped by font
+
+
+def data(**changes):
+    return Data(**changes)
 
 
 def fonts_with_copies(n_fonts=200, seed=0):
@@ -40,7 +45,7 @@ def test_identical_pixels_never_straddle_two_splits():
 
 def test_group_by_font_keeps_every_letter_of_a_font_in_one_split():
     images, labels, names = fonts_with_copies()
-    parts, _ = split_dataset(images, labels, names, {**DATA, "group_by_font": True})
+    parts, _ = split_dataset(images, labels, names, data(group_by_font=True))
     font_splits = {}
     for name, split in split_of_each(parts).items():
         font_splits.setdefault(name.split("/")[1], set()).add(split)
@@ -49,7 +54,7 @@ def test_group_by_font_keeps_every_letter_of_a_font_in_one_split():
 
 def test_split_is_stratified_with_the_requested_fractions():
     images, labels, names = fonts_with_copies(n_fonts=300)
-    parts, summary = split_dataset(images, labels, names, {**DATA, "val_fraction": 0.2, "test_fraction": 0.1})
+    parts, summary = split_dataset(images, labels, names, data(val_fraction=0.2, test_fraction=0.1))
     sizes = summary["split_sizes"]
     assert abs(sizes["val"] - 0.2 * len(images)) <= 10 and abs(sizes["test"] - 0.1 * len(images)) <= 10
     for split in SPLITS:
@@ -61,7 +66,7 @@ def test_same_seed_same_split_other_seed_other_split():
     images, labels, names = fonts_with_copies()
     first = split_of_each(split_dataset(images, labels, names, DATA)[0])
     again = split_of_each(split_dataset(images, labels, names, DATA)[0])
-    other = split_of_each(split_dataset(images, labels, names, {**DATA, "split_seed": 1})[0])
+    other = split_of_each(split_dataset(images, labels, names, data(split_seed=1))[0])
     assert first == again and first != other
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from helpers import REPO, glyph_members, make_project, png_bytes, ran_stages, run, write_tar
 from notmnist.core import config as params
-from notmnist.core.io import write_npz
-from notmnist.core.glyphs import chunked, decode_chunk, read_glyphs
 from notmnist.core.contract import scale
+from notmnist.core.glyphs import chunked, decode_chunk, read_glyphs
+from notmnist.core.io import write_npz
 from notmnist.core.split import split_dataset
 
 
@@ -93,8 +93,8 @@ def test_split_dataset_still_splits_everything_once():
 
 
 def test_distribute_is_a_checked_parameter():
-    assert params.validate({"train": {"distribute": "mirrored"}})["train"]["distribute"] == "mirrored"
-    assert params.validate({})["train"]["distribute"] == "none"
+    assert params.validate({"train": {"distribute": "mirrored"}}).train.distribute == "mirrored"
+    assert params.validate({}).train.distribute == "none"
     with pytest.raises(params.ParamsError, match="did you mean 'mirrored'"):
         params.validate({"train": {"distribute": "mirored"}})
 
@@ -151,9 +151,9 @@ for name in ("none", "mirrored"):
         "train": {"epochs": 2, "batch_size": 64, "distribute": name}})
     keras.utils.set_random_seed(0)
     with strategy(name).scope(), tempfile.TemporaryDirectory() as folder:
-        model = build_model(settings["model"])
+        model = build_model(settings.model)
         with Live(folder, dvcyaml=False, save_dvc_exp=False, report=None) as live:
-            fit(model, settings["train"], x, y, (x[:64], y[:64]), live)
+            fit(model, settings.train, x, y, (x[:64], y[:64]), live)
     results[name] = {"replicas": model.distribute_strategy.num_replicas_in_sync,
                      "losses": [float(v) for v in model.history.history["loss"]],
                      "weights": [w.tolist() for w in model.get_weights()]}

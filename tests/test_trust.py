@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from helpers import REPO, UNDO, glyph_members, make_project, ran_stages, real_members, run, set_params, write_tar
-from notmnist.core import files
+from notmnist.core import config, contract
 from notmnist.core.runtime import PipelineError
 
 slow = pytest.mark.slow
@@ -311,45 +311,11 @@ def test_the_check_stage_refuses_a_bad_file_and_writes_constant_bytes_for_any_go
 def test_a_rewritten_params_file_is_caught_before_saving(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("seed: 1\n")
-    started_with = files.params_fingerprint(path)
-    files.refuse_changed_params(started_with, path)  # unchanged: no error
+    started_with = config.fingerprint(path)
+    config.refuse_changed(started_with, path)  # unchanged: no error
     path.write_text("seed: 2\n")
     with pytest.raises(PipelineError, match="changed while this stage ran.*nothing was saved.*dvc exp run --queue"):
-        files.refuse_changed_params(started_with, path)
-
-
-@pytest.mark.parametrize(
-    "layout, message",
-    [
-        ("models_is_a_file", "cannot write models/model.keras: models is a file, not a folder"),
-        ("model_is_a_folder", "cannot write models/model.keras: it is a folder, and this output is a file"),
-        ("metrics_train_is_a_file", "cannot write metrics/train: it is a file, and this output is a folder"),
-        ("read_only_models", "the folder models is not writable"),
-    ],
-)
-def test_train_refuses_an_unwritable_output_before_loading_data_or_tensorflow(tmp_path, layout, message):
-    """No data/processed exists here: the stage must stop at the output check, right after params."""
-    (tmp_path / "params.yaml").write_bytes((REPO / "params.yaml").read_bytes())
-    if layout == "models_is_a_file":
-        (tmp_path / "models").write_text("a file")
-    elif layout == "model_is_a_folder":
-        (tmp_path / "models/model.keras").mkdir(parents=True)
-    elif layout == "metrics_train_is_a_file":
-        (tmp_path / "metrics").mkdir()
-        (tmp_path / "metrics/train").write_text("a file")
-    else:
-        if os.geteuid() == 0:
-            pytest.skip("root writes into read-only folders; the other layouts cover this check")
-        (tmp_path / "models").mkdir(mode=0o555)
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.train", "data/processed", "models/model.keras"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2 and message in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr and "not found" not in result.stderr
+        config.refuse_changed(started_with, path)
 
 
 def test_grade_refuses_an_output_that_is_one_of_its_inputs(tmp_path):
@@ -360,9 +326,9 @@ def test_grade_refuses_an_output_that_is_one_of_its_inputs(tmp_path):
     folder.mkdir()
     before = {path: path.read_bytes() for path in (model, archive)}
     for out, message in (
-        (model, "is also an input"),
-        (archive, "is also an input"),
-        (folder / "report.json", "lies inside the input folder"),
+        (model, "is, holds or lies inside the input"),
+        (archive, "is, holds or lies inside the input"),
+        (folder / "report.json", "is, holds or lies inside the input"),
     ):
         source = folder if out.parent == folder else archive
         result = run(
@@ -376,7 +342,7 @@ def test_random_bytes_named_model_keras_are_not_a_zip_not_file_not_found(tmp_pat
     path = tmp_path / "model.keras"
     path.write_bytes(os.urandom(4096))
     with pytest.raises(PipelineError, match=r"not a Keras model file \(not a zip archive\)"):
-        files.check_model_file(path)
+        contract.check_model_file(path)
 
 
 def test_a_model_whose_config_is_oversized_is_refused_before_keras_parses_it(tmp_path):
@@ -388,8 +354,8 @@ def test_a_model_whose_config_is_oversized_is_refused_before_keras_parses_it(tmp
         archive.writestr("metadata.json", b"{}")
     assert path.stat().st_size < 100_000
     with pytest.raises(PipelineError, match=r"config.json is 17,825,794 bytes, over the 16,777,216"):
-        files.check_model_file(path)
+        contract.check_model_file(path)
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("other.json", b"{}")
     with pytest.raises(PipelineError, match="a zip without config.json"):
-        files.check_model_file(path)
+        contract.check_model_file(path)

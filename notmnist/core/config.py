@@ -9,8 +9,8 @@ import difflib
 import hashlib
 import math
 import re
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from types import UnionType
 from typing import Annotated, Literal, Union, get_args, get_origin
 

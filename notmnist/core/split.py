@@ -79,9 +79,7 @@ def split_plan(images, labels, names, data):
             "there is nothing to split; larger fractions cannot help: check the archive's images"
         )
     labels, names, keys = labels[keep], names[keep], keys[keep]
-    fractions = np.array(
-        [1 - data.val_fraction - data.test_fraction, data.val_fraction, data.test_fraction]
-    )
+    fractions = np.array([1 - data.val_fraction - data.test_fraction, data.val_fraction, data.test_fraction])
     group_ids = groups(keys, font_of(names) if data.group_by_font else None)
     split_of = assign_splits(group_ids, labels, fractions, data.split_seed)
     check_coverage(labels, split_of, group_ids, data)

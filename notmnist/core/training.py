@@ -115,9 +115,7 @@ def mixed_batches(train, x, y, seed):
             return branches[0]()
         return tf.cond(index % 2 == 0, branches[0], branches[1])
 
-    batches = (
-        tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).batch(train.batch_size).enumerate()
-    )
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).batch(train.batch_size).enumerate()
     return batches.map(mix).prefetch(tf.data.AUTOTUNE)
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of stages/files.py: atomic outputs, checked hand-over files, safe model loading."""
+"""notmnist/core/io.py and contract.py: atomic outputs, checked hand-over files, safe model loading, pinned threads."""
 
 import errno
 import json
@@ -9,10 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-import yaml
 
 from helpers import REPO
-from notmnist.core import files, models
+from notmnist.core import contract, io, models
 from notmnist.core.runtime import PipelineError
 
 
@@ -25,8 +24,8 @@ def listing(folder):
 
 def test_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "out" / "report.json"
-    files.write_json(target, {"b": 1, "a": [1, 2]})
-    files.write_json(target, {"b": 2})
+    io.write_json(target, {"b": 1, "a": [1, 2]})
+    io.write_json(target, {"b": 2})
     assert json.loads(target.read_text()) == {"b": 2}
     assert listing(target.parent) == ["report.json"]
     assert oct(target.stat().st_mode & 0o777) == oct(0o644)
@@ -37,7 +36,7 @@ def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temporary(tmp_path, f
     target = tmp_path / "model.keras"
     target.write_bytes(b"old model")
     with pytest.raises(type(failure)):
-        with files.atomic_path(target) as tmp:
+        with io.atomic_path(target) as tmp:
             tmp.write_bytes(b"half a mod")
             raise failure
     assert target.read_bytes() == b"old model"
@@ -53,26 +52,26 @@ def test_a_full_disk_gives_a_clear_error_and_leaves_nothing(tmp_path, monkeypatc
     target = tmp_path / "data" / "train.npz"
     if where == "write":
         monkeypatch.setattr(pathlib.Path, "write_bytes", no_space)
-        monkeypatch.setattr(files.np.lib.format, "write_array", no_space)  # write_npz streams into the zip
+        monkeypatch.setattr(io.np.lib.format, "write_array", no_space)  # write_npz streams into the zip
     else:
-        monkeypatch.setattr(files.os, "fsync", no_space)
+        monkeypatch.setattr(io.os, "fsync", no_space)
     with pytest.raises(PipelineError, match=f"no space left on the device while writing {target}"):
-        files.write_npz(target, x=np.zeros((2, 28, 28, 1), np.float32))
+        io.write_npz(target, x=np.zeros((2, 28, 28, 1), np.float32))
     assert listing(target.parent) == []
 
 
 def test_other_os_errors_are_not_disguised_as_a_full_disk(tmp_path, monkeypatch):
-    monkeypatch.setattr(files.os, "replace", lambda *a: (_ for _ in ()).throw(PermissionError(errno.EACCES, "denied")))
+    monkeypatch.setattr(io.os, "replace", lambda *a: (_ for _ in ()).throw(PermissionError(errno.EACCES, "denied")))
     with pytest.raises(PermissionError):
-        files.write_bytes(tmp_path / "x.json", b"{}")
+        io.write_bytes(tmp_path / "x.json", b"{}")
     assert listing(tmp_path) == []
 
 
 def test_equal_arrays_give_byte_identical_npz(tmp_path):
     arrays = {"x": np.arange(28 * 28, dtype=np.float32).reshape(1, 28, 28, 1), "y": np.array([3], np.uint8)}
-    files.write_npz(tmp_path / "a.npz", **arrays)
+    io.write_npz(tmp_path / "a.npz", **arrays)
     os.utime(tmp_path / "a.npz", (0, 0))
-    files.write_npz(tmp_path / "b.npz", **arrays)
+    io.write_npz(tmp_path / "b.npz", **arrays)
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
 
 
@@ -182,7 +181,7 @@ def test_a_saved_model_is_byte_identical_and_loads_back(tmp_path, keras):
     models.save_model(model, tmp_path / "a.keras")
     models.save_model(model, tmp_path / "b.keras")
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
-    loaded = files.load_model(tmp_path / "a.keras")
+    loaded = contract.load_model(tmp_path / "a.keras")
     x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
     assert np.array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     assert listing(tmp_path) == ["a.keras", "b.keras"]
@@ -192,7 +191,7 @@ def test_a_model_with_a_lambda_layer_is_refused_in_safe_mode(tmp_path, keras):
     path = tmp_path / "lambda.keras"
     small_model(keras, lambda_layer=True).save(path)
     with pytest.raises(PipelineError, match="holds a Lambda layer .arbitrary code.; refusing to load it") as error:
-        files.load_model(path)
+        contract.load_model(path)
     assert str(path) in str(error.value)
 
 
@@ -201,7 +200,7 @@ def test_a_model_of_the_wrong_shape_is_refused(tmp_path, keras, input_shape, cla
     path = tmp_path / "other.keras"
     small_model(keras, input_shape, classes).save(path)
     with pytest.raises(PipelineError, match=r"expected input \(None, 28, 28, 1\) and 10 class outputs") as error:
-        files.load_model(path)
+        contract.load_model(path)
     assert str(path) in str(error.value)
 
 
@@ -213,33 +212,29 @@ def test_a_missing_or_garbage_model_is_refused(tmp_path, keras, content, message
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(PipelineError, match=message):
-        files.load_model(path)
+        contract.load_model(path)
 
 
 # --- thread pinning ---------------------------------------------------------------------------
 
 PINNED = (
-    "from notmnist.core.files import pin_threads; pin_threads(); import tensorflow as tf; "
+    "import sys; from notmnist.core.contract import load_model; load_model(sys.argv[1]); import tensorflow as tf; "
     "print(tf.config.threading.get_intra_op_parallelism_threads())"
 )
 
 
-@pytest.mark.parametrize("threads_in_params", [None, 1])
-def test_model_users_pin_threads_from_params_or_the_default(tmp_path, threads_in_params):
-    """predict and grade call only load_model: it must pin the thread count, from params.yaml
-    when run in the project, else to the pipeline's default, never to the machine's core count."""
-    from notmnist.core import config as params
+def test_model_users_pin_the_pipelines_default_threads(tmp_path, keras):
+    """predict, grade and the server call only load_model: it pins the pipeline's default thread count
+    (params.yaml's default), never the machine's core count, wherever it runs."""
+    from notmnist.core import config
 
-    if threads_in_params is not None:
-        settings = yaml.safe_load((REPO / "params.yaml").read_text())
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump({**settings, "threads": threads_in_params}))
+    small_model(keras).save(tmp_path / "m.keras")
     result = subprocess.run(
-        [sys.executable, "-c", PINNED],
+        [sys.executable, "-c", PINNED, str(tmp_path / "m.keras")],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert result.returncode == 0, result.stderr
-    expected = threads_in_params or params.SCHEMA["threads"].default
-    assert result.stdout.split()[-1] == str(expected)
+    assert result.stdout.split()[-1] == str(contract.THREADS) == str(config.Params().threads)
