@@ -1,5 +1,4 @@
-"""Speed and scale: parallel decoding gives the serial result, memory-light writing gives the same
-bytes, the synthetic large archive is well formed, train.distribute matches a single device, and a
+"""Speed and scale: an out-of-order archive reads sorted, memory-light writing gives the same bytes, the synthetic large archive is well formed, train.distribute matches a single device, and a
 DVC remote carries data and model from one clone to another without retraining."""
 
 import io
@@ -10,22 +9,12 @@ import tarfile
 import numpy as np
 import pytest
 
-from helpers import REPO, glyph_members, make_project, png_bytes, ran_stages, run, write_tar
+from helpers import REPO, glyph_members, make_project, ran_stages, run, write_tar
 from notmnist.core import config as params
 from notmnist.core.contract import scale
-from notmnist.core.glyphs import chunked, decode_chunk, read_glyphs
+from notmnist.core.glyphs import read_glyphs
 from notmnist.core.io import write_npz
 from notmnist.core.split import split_dataset
-
-
-def same_glyphs(a, b):
-    return (
-        a.images.shape == b.images.shape
-        and (a.images == b.images).all()
-        and (a.labels == b.labels).all()
-        and (a.names == b.names).all()
-        and a.skipped == b.skipped
-    )
 
 
 @pytest.fixture
@@ -38,26 +27,10 @@ def mixed_archive(tmp_path):
     return write_tar(tmp_path / "mixed.tar.gz", members)
 
 
-def test_parallel_decoding_gives_the_serial_result(mixed_archive, monkeypatch):
-    monkeypatch.setattr("notmnist.core.glyphs.CHUNK_MEMBERS", 16)
-    serial = read_glyphs(mixed_archive, show_progress=False, workers=1)
-    parallel = read_glyphs(mixed_archive, show_progress=False, workers=2)
-    assert same_glyphs(serial, parallel)
-    assert len(serial.labels) == 70 and list(serial.names) == sorted(serial.names)
-    assert [s["name"] for s in serial.skipped] == ["C/broken.png", "notMNIST_small/readme.txt"]
-
-
-def test_decode_chunk_keeps_member_order_and_says_why_it_skips():
-    good = png_bytes(np.full((28, 28), 7, np.uint8))
-    part = decode_chunk([("r/B/x.png", good), ("r/B/y.png", b""), ("r/A/z.png", good)])
-    assert part.names == ["B/x.png", "A/z.png"] and list(part.labels) == [1, 0]
-    assert part.images.shape == (2, 28, 28) and (part.images == 7).all()
-    assert part.skipped == [{"name": "B/y.png", "reason": "empty file"}]
-
-
-def test_chunked_splits_without_losing_items():
-    assert [len(c) for c in chunked(iter(range(10)), 4)] == [4, 4, 2]
-    assert list(chunked(iter([]), 4)) == []
+def test_an_archive_out_of_order_reads_sorted_with_its_skips_named(mixed_archive):
+    glyphs = read_glyphs(mixed_archive, show_progress=False)
+    assert len(glyphs.labels) == 70 and list(glyphs.names) == sorted(glyphs.names)
+    assert [s["name"] for s in glyphs.skipped] == ["C/broken.png", "notMNIST_small/readme.txt"]
 
 
 def test_write_npz_streams_the_same_bytes_as_savez_with_fixed_dates(tmp_path):
