@@ -1,8 +1,6 @@
-"""Glyphs from a notMNIST-layout source (`<root>/A..J/*.png`, tar.gz or folder), read the same for extract, grade
-and predict. A bad image is skipped with its reason; a bad source raises a PipelineError and nothing is kept.
-Archives stream through tarfile with every input bounded (member count and size, header size, bytes unpacked).
-Member names are never used as paths (nothing is written under them), so `..` or absolute names need no refusal.
-"""
+"""Glyphs from a notMNIST-layout source (`<root>/A..J/*.png`, tar.gz or folder), read alike for extract, grade and
+predict: a bad image is skipped with its reason, a bad source raises a PipelineError. Archives stream through tarfile,
+every input bounded; member names never become paths (nothing is written under them), so `..` is harmless."""
 
 import gzip
 import struct
@@ -40,9 +38,7 @@ class BadGlyph(ValueError):
     """One image that cannot be used; the message is the reason."""
 
 
-# PNG (bit depth, colour type) -> the mode name Pillow would give it, for the skip reason
-PNG_MODES = {(16, 0): "I;16", (8, 2): "RGB", (16, 2): "RGB;16", (8, 3): "P", (8, 4): "LA", (16, 4): "LA;16"}
-PNG_MODES |= {(8, 6): "RGBA", (16, 6): "RGBA;16", (1, 0): "1", (2, 0): "L;2", (4, 0): "L;4"}
+COLOUR_TYPES = {0: "gray", 2: "RGB", 3: "palette", 4: "gray+alpha", 6: "RGBA"}  # PNG's, for the skip reason
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -58,8 +54,7 @@ def decode_png(data: bytes) -> np.ndarray:
     if (height, width) != IMAGE_SHAPE:
         raise BadGlyph(f"size {width}x{height}, expected 28x28")
     if (depth, colour) != (8, 0):
-        mode = PNG_MODES.get((depth, colour), f"{depth}-bit colour type {colour}")
-        raise BadGlyph(f"mode {mode} (colour or 16-bit), expected 8-bit grayscale L")
+        raise BadGlyph(f"{depth}-bit {COLOUR_TYPES.get(colour, f'colour type {colour}')}, expected 8-bit gray")
     try:
         image = pyspng.load(data)
     except (RuntimeError, ValueError) as error:
@@ -92,25 +87,19 @@ def placement(name: str):
 
 def printable(name: str) -> str:
     """A name that prints anywhere: undecodable bytes (tarfile's surrogates) spelled `\\xff`, controls `\\n`."""
-    if name.isprintable():
-        return name
-    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)
+    name = name if name.isprintable() else name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name if name.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)
 
 
 LINKS, DEVICES = (tarfile.LNKTYPE, tarfile.SYMTYPE), (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
 EXTENSIONS = (b"x", b"g", b"X", b"L", b"K")  # pax (global, Solaris) and GNU long-name/link headers
 KNOWN_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.DIRTYPE, *LINKS, *DEVICES, *EXTENSIONS)
-
-
-class _Unreadable(Exception):
-    """A corrupt or cut archive (tarfile would end quietly at some of these)."""
+_Unreadable = type("_Unreadable", (Exception,), {})  # a corrupt or cut archive (tarfile ends quietly at some)
 
 
 class _Header(tarfile.TarInfo):
-    """Unknown types and oversized pax/GNU headers refused before tarfile reads them, header count and nesting
-    bounded, header errors made _Unreadable (tarfile would stop quietly, losing members). Refusals are
-    PipelineErrors without the source, which _tar_members adds. Subclassed per archive for its own counters."""
+    """Refuses unknown types, oversized pax/GNU headers (before tarfile reads them), too many or too deeply chained
+    headers; header errors become _Unreadable, where tarfile would stop quietly. Subclassed per archive."""
 
     headers, depth = 0, 0
 
@@ -118,19 +107,13 @@ class _Header(tarfile.TarInfo):
     def frombuf(cls, buf, encoding, errors):
         header = super().frombuf(buf, encoding, errors)
         cls.headers += 1
-        name = printable(header.name)
+        who = f"member '{printable(header.name)}'"
         if cls.headers > MAX_MEMBERS:
             raise PipelineError(f"more than {MAX_MEMBERS:,} members; this is not a notMNIST archive")
         if header.type not in KNOWN_TYPES:
-            raise PipelineError(
-                f"member '{name}' has tar type {header.type.decode(errors='replace')!r}, which a "
-                "notMNIST archive never holds (only files and folders); refusing it"
-            )
+            raise PipelineError(f"{who} has tar type {header.type.decode(errors='replace')!r}, not a file or folder")
         if header.type in EXTENSIONS and header.size > MAX_HEADER_BYTES:
-            raise PipelineError(
-                f"member '{name}' has a {header.size:,}-byte pax or GNU header, over the "
-                f"{MAX_HEADER_BYTES:,}-byte cap; this is not a notMNIST archive"
-            )
+            raise PipelineError(f"{who}: {header.size:,}-byte pax/GNU header, over the {MAX_HEADER_BYTES:,}-byte cap")
         return header
 
     @classmethod
@@ -141,7 +124,7 @@ class _Header(tarfile.TarInfo):
                 raise PipelineError("more than 8 pax or GNU headers in a row; this is not a notMNIST archive")
             return super().fromtarfile(tar)
         except tarfile.EOFHeaderError:
-            raise  # the zero block that ends the archive: tarfile stops, _check_end checks the rest
+            raise  # the zero block that ends the archive: tarfile stops, _tar_members checks the rest
         except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError):
             raise _Unreadable("it ends without an end-of-archive marker") from None
         except tarfile.HeaderError as error:
@@ -150,60 +133,14 @@ class _Header(tarfile.TarInfo):
             cls.depth -= 1
 
 
-def _check_member(member, name, unpacked):
-    if member.type in LINKS:
-        raise PipelineError(f"member '{name}' is a link; notMNIST archives hold only files")
-    if member.type in DEVICES:
-        raise PipelineError(f"member '{name}' is a device or pipe; refusing an unsafe archive")
-    if not member.pax_headers.get("size", "0").isdigit():
-        raise PipelineError(
-            f"member '{name}' has pax size={member.pax_headers['size']!r}, not a number; "
-            "the archive is corrupt: download it again"
-        )
-    if member.size > MAX_MEMBER_BYTES:
-        raise PipelineError(
-            f"member '{name}' is {member.size:,} bytes, over the {MAX_MEMBER_BYTES:,}-byte "
-            "cap for one glyph; this is not a notMNIST archive (or is a decompression bomb)"
-        )
-    if max(map(len, name.split("/"))) > MAX_NAME_CHARS:
-        raise PipelineError(
-            f"member '{name[:80]}...' has a name part over {MAX_NAME_CHARS} characters, "
-            "which no common file system holds; this is not a notMNIST archive"
-        )
-    if unpacked > MAX_TOTAL_BYTES:
-        raise PipelineError(f"more than {MAX_TOTAL_BYTES:,} bytes unpacked; refusing a decompression bomb")
-
-
-def _check_end(stream, last_name):
-    """After the zero block that ended the members: only zeros to the end of the stream (reading it checks the
-    gzip CRC and length), one more zero block at least, at most MAX_TRAILING_BYTES."""
-    trailing = 0
-    while chunk := stream.read(1 << 16):
-        trailing += len(chunk)
-        if chunk.count(0) != len(chunk):
-            raise _Unreadable("data after the end-of-archive marker")
-        if trailing > MAX_TRAILING_BYTES:
-            raise PipelineError(
-                f"over {MAX_TRAILING_BYTES:,} bytes after the last tar member '{last_name}'; "
-                "this is not a notMNIST archive"
-            )
-    if trailing < tarfile.BLOCKSIZE:
-        raise _Unreadable("no end-of-archive marker")
-
-
 def _tar_members(source: Path, bar):
     """Yield (name, bytes) of each regular file in a tar.gz, read as a stream; bytes is None for files outside
     the letter folders, which are never read."""
     with open(source, "rb") as raw:
-        magic = raw.read(2)
-        if not magic:
+        if not (head := raw.peek(2)[:2]):
             raise PipelineError(f"{source}: is empty (0 bytes); download it again")
-        if magic != b"\x1f\x8b":
-            raise PipelineError(
-                f"{source}: not a gzip-compressed tar archive (it starts with {magic!r}, not "
-                "the gzip signature); give the .tar.gz as downloaded"
-            )
-        raw.seek(0)
+        if head != b"\x1f\x8b":
+            raise PipelineError(f"{source}: not a gzip-compressed tar (it starts {head!r}); give it as downloaded")
         last_name, header = None, type("Header", (_Header,), {})
         try:
             unzipped = gzip.GzipFile(fileobj=raw)  # reading it to the end checks the CRC and length
@@ -211,23 +148,37 @@ def _tar_members(source: Path, bar):
             for member in tar:
                 tar.members.clear()  # tarfile keeps every header it read; nothing here needs them
                 bar.update(raw.tell() - bar.n)
-                name = printable(member.name)
-                _check_member(member, name, tar.offset)
+                name, size = printable(member.name), member.pax_headers.get("size", "0")
+                if member.type in LINKS + DEVICES:
+                    kind = "link" if member.type in LINKS else "device or pipe"
+                    raise PipelineError(f"member '{name}' is a {kind}; notMNIST archives hold only files and folders")
+                if not size.isdigit():
+                    raise PipelineError(f"member '{name}' has pax size={size!r}, not a number: download it again")
+                if member.size > MAX_MEMBER_BYTES:
+                    cap = f"over the {MAX_MEMBER_BYTES:,}-byte cap for a glyph"
+                    raise PipelineError(f"member '{name}' is {member.size:,} bytes, {cap}: a decompression bomb?")
+                if max(map(len, name.split("/"))) > MAX_NAME_CHARS:
+                    raise PipelineError(f"member '{name[:80]}...' has a name part over {MAX_NAME_CHARS} characters")
+                if tar.offset > MAX_TOTAL_BYTES:
+                    raise PipelineError(f"more than {MAX_TOTAL_BYTES:,} bytes unpacked; refusing a decompression bomb")
                 if member.isreg():
                     last_name = name
                     yield name, tar.extractfile(member).read() if letter_of(name) is not None else None
-            _check_end(tar.fileobj, last_name)  # tarfile's stream, which holds what it read ahead
+            rest = tar.fileobj.read(MAX_TRAILING_BYTES + 1)  # after the zero block ending the members (tarfile's
+            if rest.count(0) != len(rest):  # stream has its read-ahead), to the end: that checks the gzip CRC, length
+                raise _Unreadable("data after the end-of-archive marker")
+            if len(rest) > MAX_TRAILING_BYTES:
+                raise PipelineError(f"over {MAX_TRAILING_BYTES:,} bytes after the last member '{last_name}'")
+            if len(rest) < tarfile.BLOCKSIZE:  # zeros only, and the second zero block at least
+                raise _Unreadable("no end-of-archive marker")
         except PipelineError as error:
             raise PipelineError(f"{source}: {error}") from None
         except (_Unreadable, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
-            if isinstance(error, _Unreadable) and not header.headers:
-                raise PipelineError(
-                    f"{source}: not a tar archive inside the gzip ({error}); give the notMNIST .tar.gz as downloaded"
-                ) from None
             after = f" after member '{last_name}'" if last_name else ""
-            raise PipelineError(
-                f"{source}: the archive is truncated or corrupt ({error}{after}); download it again"
-            ) from None
+            why = f"the archive is truncated or corrupt ({error}{after}); download it again"
+            if isinstance(error, _Unreadable) and not header.headers:
+                why = f"not a tar archive inside the gzip ({error}); give the notMNIST .tar.gz as downloaded"
+            raise PipelineError(f"{source}: {why}") from None
         except OSError as error:
             raise PipelineError(f"{source}: cannot be read as tar.gz ({error})") from None
 
@@ -253,9 +204,8 @@ def read_glyphs(source, require_all_letters=True, show_progress=True) -> Glyphs:
         raise PipelineError(f"{source} not found")
     images, labels, names, skipped, reasons = bytearray(), bytearray(), [], [], Counter()
     size = source.stat().st_size if source.is_file() else 0
-    with tqdm(
-        desc=f"reading {source.name}", total=size, unit="B", unit_scale=True, disable=not show_progress or None
-    ) as bar:
+    bar = tqdm(desc=f"reading {source.name}", total=size, unit="B", unit_scale=True, disable=not show_progress or None)
+    with bar:
         for name, data in _folder_members(source) if source.is_dir() else _tar_members(source, bar):
             label, short, why = placement(name)
             if label is not None:
@@ -269,13 +219,22 @@ def read_glyphs(source, require_all_letters=True, show_progress=True) -> Glyphs:
             if len(skipped) < MAX_LISTED_SKIPS:
                 skipped.append({"name": name, "reason": why})
             reasons[why if why in reasons or len(reasons) < MAX_LISTED_SKIPS else "other reasons"] += 1
-    if not names:
-        raise nothing_usable(source, reasons)
-    missing = sorted(set(LETTERS) - {LETTERS[i] for i in set(labels)})
-    if require_all_letters and missing:
-        raise PipelineError(
-            f"{source}: letter folder(s) {', '.join(missing)} hold no readable image; every class A-J needs images"
-        )
+    if not names:  # why, from the reasons its files were skipped
+        expected = "expected <root>/A/*.png ... <root>/J/*.png"
+        in_letters = Counter({reason: n for reason, n in reasons.items() if not reason.startswith(OUTSIDE)})
+        common = "; ".join(f"{n:,} x {reason}" for reason, n in in_letters.most_common(3))
+        why = f"no readable PNG under letter folders A-J; {expected}"
+        if not reasons:
+            why = f"holds no files (an empty archive or folder); {expected}"
+        elif in_letters:
+            why = f"no usable glyph in the {in_letters.total():,} files in A-J ({common}); give 8-bit gray 28x28 PNGs"
+        elif reasons[LOWER_CASE] and reasons[LOWER_CASE] >= reasons[NESTED]:
+            why = f"no letter folders A-J, but {reasons[LOWER_CASE]:,} files in lower-case folders a-j: rename them A-J"
+        elif reasons[NESTED]:
+            why = f"{reasons[NESTED]:,} files sit one folder too deep (like A/sub/x.png): move them up; {expected}"
+        raise PipelineError(f"{source}: {why}")
+    if require_all_letters and (missing := sorted(set(LETTERS) - {LETTERS[i] for i in set(labels)})):
+        raise PipelineError(f"{source}: letter folder(s) {', '.join(missing)} hold no readable image; each needs some")
     images = np.frombuffer(images, np.uint8).reshape(-1, *IMAGE_SHAPE)
     labels, names = np.frombuffer(labels, np.uint8), np.array(names)
     if not np.all(names[:-1] <= names[1:]):  # archives are usually packed in order: then no second copy
@@ -283,31 +242,6 @@ def read_glyphs(source, require_all_letters=True, show_progress=True) -> Glyphs:
         images, labels, names = images[order], labels[order], names[order]
     skipped.sort(key=lambda s: s["name"])
     return Glyphs(images=images, labels=labels, names=names, skipped=skipped, skipped_reasons=reasons)
-
-
-def nothing_usable(source, reasons: Counter) -> PipelineError:
-    """Why a source gave not one glyph, from the reasons its files were skipped."""
-    expected = "expected <root>/A/*.png ... <root>/J/*.png"
-    image_reasons = Counter({reason: n for reason, n in reasons.items() if not reason.startswith(OUTSIDE)})
-    if not reasons:
-        return PipelineError(f"{source}: holds no files (an empty archive or folder); {expected}")
-    if image_reasons:
-        common = "; ".join(f"{n:,} x {reason}" for reason, n in image_reasons.most_common(3))
-        return PipelineError(
-            f"{source}: none of the {image_reasons.total():,} files in letter folders A-J is a usable "
-            f"glyph (most common reasons: {common}); the pipeline reads 8-bit grayscale 28x28 PNGs"
-        )
-    if reasons[LOWER_CASE] and reasons[LOWER_CASE] >= reasons[NESTED]:
-        return PipelineError(
-            f"{source}: no letter folders A-J, but {reasons[LOWER_CASE]:,} files in lower-case "
-            "folders a-j; the folders are lower case: rename them A-J"
-        )
-    if reasons[NESTED]:
-        return PipelineError(
-            f"{source}: {reasons[NESTED]:,} files sit one folder too deep (like A/sub/x.png); move "
-            f"them up into their letter folder: {expected}"
-        )
-    return PipelineError(f"{source}: no readable PNG under letter folders A-J; {expected}")
 
 
 def looks_inverted(images) -> bool:
