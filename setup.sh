@@ -32,6 +32,11 @@ fi
 [ -d .dvc ] || .venv/bin/dvc init --quiet
 .venv/bin/dvc config core.analytics false
 .venv/bin/dvc config core.check_update false
+# The default DVC remote, `storage` in .dvc/config: the folder ~/notmnist-dvc-remote, shared by every clone of
+# this user on this machine; no account. Created here where missing. One chosen with `dvc remote add --local -d`
+# (S3, SSH, a mounted share: docs/sharing.md) is left alone unless it is a local folder too.
+remote_url=$(.venv/bin/dvc config "remote.$(.venv/bin/dvc remote default 2>/dev/null || echo none).url" 2>/dev/null || true)
+case "$remote_url" in "" | *://*) ;; *) mkdir -p "$remote_url" ;; esac
 
 # 3. The raw archive: NOTMNIST_ARCHIVE, else the shared copy, else the original download.
 if [ ! -s "$ARCHIVE" ]; then
