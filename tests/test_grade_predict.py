@@ -187,7 +187,7 @@ def test_predict_conversion_matches_the_pipeline_for_a_28x28_grayscale_glyph():
     from PIL import Image
 
     from notmnist.core.glyphs import decode_png
-    from notmnist.tools.predict import load_image
+    from notmnist.tools.images import load_image
 
     data = png_bytes(np.arange(28 * 28, dtype=np.uint8).reshape(28, 28))
     image, note = load_image(data, strict=False)

@@ -2,10 +2,9 @@
 
     notmnist export models/model.keras models/export [--check data/raw/notMNIST_small.tar.gz]
 
-Writes OUT_DIR/saved_model/ (endpoint `serve`: float32 (N, 28, 28, 1) in [0, 1] -> (N, 10)
-probabilities, A..J), OUT_DIR/model.tflite (float32) and OUT_DIR/export.json. The folder appears
-only once all three formats give the same top-1 letters on real glyphs (`--check`: a processed split
-.npz, or a notMNIST-layout archive or folder). Latency per format: python bench/export_latency.py.
+Writes OUT_DIR/saved_model/ (endpoint `serve`: float32 (N, 28, 28, 1) in [0, 1] -> (N, 10) probabilities,
+A..J), OUT_DIR/model.tflite (float32) and OUT_DIR/export.json. The folder appears only once all three formats
+give the same top-1 letters on real glyphs. Latency per format: python bench/export_latency.py.
 """
 
 import warnings
@@ -22,9 +21,8 @@ EXPORT_FILES = {"saved_model", "model.tflite", "export.json"}
 
 
 def export_saved_model(model, path):
-    """SavedModel with one inference endpoint, `serve`. Not `model.export()`: it traces
-    `model.__call__` without training=False, and Keras's Random* augmentation layers default to
-    training=True, so the served model would augment every input."""
+    """SavedModel with one endpoint, `serve`, at training=False: `model.export()` traces without it, and the
+    Random* augmentation layers would augment every served input."""
     import keras
 
     archive = keras.export.ExportArchive()
@@ -40,32 +38,21 @@ def tflite_bytes(saved_model_dir):
     return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)).convert()
 
 
-def tflite_probabilities(path, x):
+def agreement(model, folder, x):
+    """Per format: images whose top-1 letter is the Keras model's, and the largest probability difference."""
     import tensorflow as tf
 
-    with warnings.catch_warnings():  # its notice that it moves to ai-edge-litert, which the pinned stack lacks
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_path=str(path))
+    with warnings.catch_warnings(action="ignore"):  # its notice that it moves to ai-edge-litert, not in the stack
+        interpreter = tf.lite.Interpreter(model_path=str(folder / "model.tflite"))
     source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
     interpreter.resize_tensor_input(source, x.shape)
     with quiet_stderr():  # the interpreter's 'Created TensorFlow Lite XNNPACK delegate' line
         interpreter.allocate_tensors()
     interpreter.set_tensor(source, x)
     interpreter.invoke()
-    return interpreter.get_tensor(target)
-
-
-def agreement(model, folder, x):
-    """Per format: images whose top-1 letter is the Keras model's, and the largest probability difference."""
-    import tensorflow as tf
-
-    reference = model.predict(x, verbose=0)
     served = tf.saved_model.load(str(folder / "saved_model"))  # held: its functions die with the object
-    outputs = {
-        "keras": reference,
-        "saved_model": served.serve(tf.constant(x)).numpy(),
-        "tflite": tflite_probabilities(folder / "model.tflite", x),
-    }
+    reference, lite = model.predict(x, verbose=0), interpreter.get_tensor(target)
+    outputs = {"keras": reference, "saved_model": served.serve(tf.constant(x)).numpy(), "tflite": lite}
     return {
         name: {
             "same_top1": int(np.sum(p.argmax(1) == reference.argmax(1))),
@@ -82,12 +69,8 @@ def size(path):
 def add_arguments(parser):
     parser.add_argument("model_path", type=Path)
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument(
-        "--check",
-        type=Path,
-        default=Path("data/processed/test.npz"),
-        help="real glyphs to compare on: a processed .npz, or an archive/folder (default: %(default)s)",
-    )
+    help = "real glyphs to compare on: a processed .npz, or an archive/folder (default: %(default)s)"
+    parser.add_argument("--check", type=Path, default=Path("data/processed/test.npz"), help=help)
     parser.add_argument("--check-images", type=int, default=256)
 
 
@@ -97,10 +80,7 @@ def run(args):
     if not args.check.exists():
         raise PipelineError(f"{args.check} not found; run `dvc repro` or pass --check path/to/notMNIST_small.tar.gz")
     check_outputs([args.model_path, args.check], [args.out_dir], folders=[args.out_dir])
-    others = (
-        sorted(p.name for p in args.out_dir.iterdir() if p.name not in EXPORT_FILES) if args.out_dir.is_dir() else []
-    )
-    if others:
+    if others := args.out_dir.is_dir() and sorted(p.name for p in args.out_dir.iterdir() if p.name not in EXPORT_FILES):
         raise PipelineError(
             f"{args.out_dir} holds files that are not an export ({', '.join(others[:5])}), and an "
             "export replaces the whole folder: choose a new or empty folder"
@@ -115,13 +95,12 @@ def run(args):
         export_saved_model(model, tmp / "saved_model")
         write_bytes(tmp / "model.tflite", tflite_bytes(tmp / "saved_model"))
         agree = agreement(model, tmp, x)
-        sizes = {"keras": size(args.model_path), "saved_model": size(tmp / "saved_model")}
-        sizes["tflite"] = size(tmp / "model.tflite")
+        paths = {"keras": args.model_path, "saved_model": tmp / "saved_model", "tflite": tmp / "model.tflite"}
+        sizes = {name: size(path) for name, path in paths.items()}
         print(f"{'format':<12} {'bytes':>10}  same top-1")
         for name, row in agree.items():
             print(f"{name:<12} {sizes[name]:>10,}  {row['same_top1']}/{len(x)}")
-        differing = [name for name, row in agree.items() if row["same_top1"] != len(x)]
-        if differing:
+        if differing := [name for name, row in agree.items() if row["same_top1"] != len(x)]:
             raise PipelineError(
                 f"{', '.join(differing)} disagree with the Keras model on some of {len(x)} glyphs from "
                 f"{args.check} (table above); nothing was written to {args.out_dir}"

@@ -18,10 +18,8 @@ from pathlib import Path
 from notmnist.core.io import check_outputs, write_bytes
 from notmnist.core.runtime import PipelineError
 
-PNG_SCALE = 2  # crisp on high-density screens; the SVG is there for any size
 
-
-def plot_specs(revisions=()):
+def plot_specs(revisions):
     """DVC's plots as {name: [{"type": "vega", "content": spec} or {"type": "image", "url": path}, ...]}."""
     command = ["dvc", "plots", "diff", *revisions, "--json"] if revisions else ["dvc", "plots", "show", "--json"]
     result = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True)
@@ -42,35 +40,32 @@ def plot_specs(revisions=()):
 
 def slug(name):
     """A plot name or path -> a file name: 'metrics/plots/confusion.json' -> 'metrics_plots_confusion'."""
-    stem = re.sub(r"\.(json|tsv|csv|yaml|png|jpe?g|svg)$", "", name)
-    return re.sub(r"[^A-Za-z0-9]+", "_", stem).strip("_").lower()
+    return re.sub(r"[^A-Za-z0-9]+", "_", re.sub(r"\.(json|tsv|csv|yaml|png|jpe?g|svg)$", "", name)).strip("_").lower()
 
 
 def render(plots, out_dir):
-    """Write every plot into `out_dir`, then index.html showing them all; -> {plot name: [written paths]}."""
+    """Write every plot into `out_dir`, saying which files, then index.html showing them all."""
     import vl_convert
 
-    written, sections = {}, []
+    sections = []
     for name, entries in plots.items():
-        files, body = [], []
+        outputs, body = {}, []
         for entry in entries:
             if entry["type"] == "vega":  # allowed_base_urls=[]: vl-convert may fetch nothing
                 svg = vl_convert.vegalite_to_svg(entry["content"], allowed_base_urls=[])
-                png = vl_convert.vegalite_to_png(entry["content"], scale=PNG_SCALE, allowed_base_urls=[])
-                outputs = {f"{slug(name)}.svg": svg.encode(), f"{slug(name)}.png": png}
+                png = vl_convert.vegalite_to_png(entry["content"], scale=2, allowed_base_urls=[])  # for dense screens
+                outputs |= {f"{slug(name)}.svg": svg.encode(), f"{slug(name)}.png": png}
                 body.append(svg)
             else:  # "image", the only other type DVC gives
                 revisions, data = "_".join(entry.get("revisions") or []), Path(entry["url"]).read_bytes()
-                outputs = {f"{slug(name)}_{slug(revisions)}{Path(entry['url']).suffix}": data}
-                encoded = base64.b64encode(data).decode()
+                outputs[f"{slug(name)}_{slug(revisions)}{Path(entry['url']).suffix}"] = data
                 body.append(
-                    f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{encoded}">'
+                    f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
                     f"<figcaption>{html.escape(revisions)}</figcaption></figure>"
                 )
-            for file, data in outputs.items():
-                files.append(out_dir / file)
-                write_bytes(files[-1], data)
-        written[name] = files
+        for file, data in outputs.items():
+            write_bytes(out_dir / file, data)
+        print(f"{name}: {', '.join(str(out_dir / file) for file in outputs)}")
         sections.append(f"<section><h2>{html.escape(name)}</h2>\n" + "\n".join(body) + "\n</section>")
     page = (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>DVC plots (offline)</title>\n'
@@ -78,18 +73,14 @@ def render(plots, out_dir):
         "</head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
     write_bytes(out_dir / "index.html", page.encode())
-    return {**written, "index.html": [out_dir / "index.html"]}
 
 
 def add_arguments(parser):
     parser.add_argument("revisions", nargs="*", help="Git revisions or experiment names to compare (dvc plots diff)")
-    parser.add_argument(
-        "--out", type=Path, default=Path("dvc_plots/offline"), help="output folder (default: %(default)s)"
-    )
+    parser.add_argument("--out", type=Path, default=Path("dvc_plots/offline"), help="output folder")
 
 
 def run(args):
     check_outputs([], [args.out], folders=[args.out])
-    for name, files in render(plot_specs(args.revisions), args.out).items():
-        print(f"{name}: {', '.join(str(path) for path in files)}")
+    render(plot_specs(args.revisions), args.out)
     print(f"plots: open {args.out / 'index.html'} (works offline)")

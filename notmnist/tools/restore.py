@@ -23,10 +23,6 @@ def git(*args):
     return result.stdout
 
 
-def add_arguments(parser):
-    pass  # no options
-
-
 def run(args):
     records = git("ls-tree", "-r", "-z", "--name-only", "HEAD", "--", "params.yaml", "dvc.lock", "metrics")
     names = records.decode().split("\0")[:-1]  # -z ends every name with NUL

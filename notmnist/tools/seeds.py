@@ -5,8 +5,7 @@
 
 A configuration is every params.yaml value but `seed`; rows are labelled by the values that differ.
 Per configuration: n runs (commits and experiments, one per seed), mean and sample sd of val and test
-accuracy and of training seconds. Only HEAD and its experiments by default, so runs of other code
-are not mixed in (--rev: another commit; --all-commits: every commit, code changes unseen).
+accuracy and of training seconds. Only HEAD and its experiments by default: runs of other code stay out.
 """
 
 import json
@@ -30,43 +29,33 @@ def flatten(tree, prefix=""):
     return flat
 
 
-def runs(shown):
-    """`dvc exp show --json` -> (flat params, {measure: value}) for every commit and finished experiment
-    with results (not the workspace, which repeats one of them, nor a running experiment)."""
+def summarise(shown):
+    """`dvc exp show --json` -> one row per configuration: {configuration: {differing key: value}, runs, seeds,
+    <measure>: {mean, sd}}, best validation accuracy first. Every commit and finished experiment with results
+    counts, once per seed (a commit and an experiment of the same params are one run); not the workspace, which
+    repeats one of them, nor a running experiment (its data.rev is "workspace" too: its metrics are its parent's)."""
+    groups = {}
     for commit in shown:
         for entry in [commit, *(rev for exp in commit.get("experiments") or [] for rev in exp.get("revs") or [])]:
             data = entry.get("data") or {}
-            # data.rev "workspace": the workspace row, or an experiment still running, whose metrics are its parent's
-            if not data or data.get("rev") == "workspace":
-                continue
             metrics = {path: (values or {}).get("data") or {} for path, values in (data.get("metrics") or {}).items()}
             found = {name: metrics.get(path, {}).get(part, {}).get(key) for name, (path, part, key) in MEASURES.items()}
             found = {name: value for name, value in found.items() if value is not None}
             chosen = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
-            if chosen and found:
-                yield flatten(chosen), found
-
-
-def summarise(shown):
-    """One row per configuration: {configuration: {differing key: value}, runs, seeds, <measure>: {mean, sd}},
-    best validation accuracy first. A seed run twice (a commit and an experiment of the same params) counts once."""
-    groups = {}
-    for chosen, values in runs(shown):
-        config = {key: value for key, value in chosen.items() if key != "seed"}
-        groups.setdefault(json.dumps(config, sort_keys=True), (config, {}))[1].setdefault(chosen.get("seed"), values)
+            if chosen and found and data.get("rev") != "workspace":
+                config = flatten(chosen)
+                seed = config.pop("seed", None)
+                groups.setdefault(json.dumps(config, sort_keys=True), (config, {}))[1].setdefault(seed, found)
     keys = {key for config, _ in groups.values() for key in config}
     varying = sorted(key for key in keys if len({json.dumps(config.get(key)) for config, _ in groups.values()}) > 1)
     rows = []
     for config, by_seed in groups.values():
-        row = {"configuration": {key: config.get(key) for key in varying}, "runs": len(by_seed)}
-        row["seeds"] = sorted(by_seed, key=str)
+        rows.append({"configuration": {key: config.get(key) for key in varying}, "runs": len(by_seed)})
+        rows[-1]["seeds"] = sorted(by_seed, key=str)
         for name in MEASURES:
             samples = [values[name] for values in by_seed.values() if name in values]
-            row[name] = {
-                "mean": round(statistics.fmean(samples), 6) if samples else None,
-                "sd": round(statistics.stdev(samples), 6) if len(samples) > 1 else None,
-            }
-        rows.append(row)
+            mean = round(statistics.fmean(samples), 6) if samples else None
+            rows[-1][name] = {"mean": mean, "sd": round(statistics.stdev(samples), 6) if len(samples) > 1 else None}
     return sorted(rows, key=lambda row: -(row["val accuracy"]["mean"] or 0))
 
 
@@ -86,8 +75,8 @@ def table(rows):
 
 
 def add_arguments(parser):
-    parser.add_argument("--rev", help="the experiments of this commit (dvc exp show --rev; default HEAD)")
-    parser.add_argument("--all-commits", action="store_true", help="every commit's experiments (dvc exp show -A)")
+    parser.add_argument("--rev", help="the experiments of this commit instead (dvc exp show --rev)")
+    parser.add_argument("--all-commits", action="store_true", help="every commit's experiments, code changes unseen")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 

@@ -1,12 +1,16 @@
-"""The parameter reference of docs/parameters.md, generated from the pydantic schema and dvc.yaml.
+"""docs/parameters.md's reference tables, generated from the pydantic schema and dvc.yaml; tests/test_params.py
+checks that the docs hold them. After changing the schema or dvc.yaml:
 
-Kept apart from notmnist/core/config.py, which every stage imports: editing a help text here reruns
-no stage. `notmnist params --table` prints it.
+    python tests/param_tables.py > /tmp/tables.md     # then paste it over the tables in docs/parameters.md
 """
+
+from pathlib import Path
 
 import yaml
 
 from notmnist.core.config import KERAS1_NAMES, LAYERS, Params, allowed, section_of
+
+DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"
 
 
 def reference_rows(model=Params, prefix=""):
@@ -31,29 +35,19 @@ def rerun_stages(key, stages):
     def paths(entries):
         return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
 
+    def same_or_inside(path, folder):
+        return path == folder or path.startswith(folder.rstrip("/") + "/")
+
     rerun = []
     for name, stage in stages.items():
-        outs = [
-            out
-            for upstream in rerun
-            for kind in ("outs", "metrics", "plots")
-            for out in paths(stages[upstream].get(kind, []))
-        ]
-        feeds = any(
-            _same_or_inside(dep, out) or _same_or_inside(out, dep)
-            for dep in paths(stage.get("deps", []))
-            for out in outs
-        )
-        if reads(stage) or feeds:
+        outs = [out for up in rerun for kind in ("outs", "metrics", "plots") for out in paths(stages[up].get(kind, []))]
+        deps = paths(stage.get("deps", []))
+        if reads(stage) or any(same_or_inside(d, o) or same_or_inside(o, d) for d in deps for o in outs):
             rerun.append(name)
     return rerun
 
 
-def _same_or_inside(path, folder):
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def _cell(value):
+def cell(value):
     if value is None:
         return "`null`"
     if isinstance(value, bool):
@@ -63,22 +57,23 @@ def _cell(value):
     return f"`{value}`"
 
 
-def tables(dvc_yaml="dvc.yaml"):
+def tables():
     """The Markdown reference: every parameter with the stages it reruns, every layer key, Keras 1 names."""
-    with open(dvc_yaml, encoding="utf-8") as file:
-        stages = yaml.safe_load(file)["stages"]
+    stages = yaml.safe_load(DVC_YAML.read_text(encoding="utf-8"))["stages"]
     lines = ["| parameter | default | allowed | meaning | reruns |", "|---|---|---|---|---|"]
     for key, default, accepts, meaning in reference_rows():
-        lines.append(
-            f"| `{key}` | {_cell(default)} | {accepts} | {meaning} | "
-            f"{', '.join(rerun_stages(key, stages)) or 'nothing'} |"
-        )
+        reruns = ", ".join(rerun_stages(key, stages)) or "nothing"
+        lines.append(f"| `{key}` | {cell(default)} | {accepts} | {meaning} | {reruns} |")
     lines += ["", "| layer `type` | key | default | allowed | meaning |", "|---|---|---|---|---|"]
     for kind, layer in LAYERS.items():
         if len(layer.model_fields) == 1:
             lines.append(f"| `{kind}` | | | | no settings |")
         for key, default, accepts, meaning in reference_rows(layer):
-            lines.append(f"| `{kind}` | `{key}` | {_cell(default)} | {accepts} | {meaning} |")
+            lines.append(f"| `{kind}` | `{key}` | {cell(default)} | {accepts} | {meaning} |")
     lines += ["", "| Keras 1 name (an error) | use instead |", "|---|---|"]
     lines += [f"| `{old}` | {new} |" for old, new in KERAS1_NAMES.items()]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(tables(), end="")
