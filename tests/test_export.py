@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
-from tiny_model import arrays, split_members, train_quick_model
 
 from helpers import REPO, real_members, run, write_tar
+from tiny_model import arrays, split_members, train_quick_model
 
 
 @pytest.fixture(scope="module")

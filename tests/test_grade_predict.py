@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-from tiny_model import arrays, split_members, train_quick_model
 
 from helpers import LETTERS, REPO, png_bytes, real_members, run, write_tar
+from tiny_model import arrays, split_members, train_quick_model
 
 HELD_OUT = 10  # per letter, never seen in training
 

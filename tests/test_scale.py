@@ -58,9 +58,7 @@ def test_split_dataset_still_splits_everything_once():
     images = rng.integers(0, 256, (200, 28, 28), dtype=np.uint8)
     labels = np.repeat(np.arange(10, dtype=np.uint8), 20)
     names = np.array([f"{'ABCDEFGHIJ'[label]}/font{i % 20}.png" for i, label in enumerate(labels)])
-    parts, summary = split_dataset(
-        images, labels, names, {"val_fraction": 0.1, "test_fraction": 0.1, "split_seed": 0, "group_by_font": False}
-    )
+    parts, summary = split_dataset(images, labels, names, params.Data())
     assert sum(len(parts[s][1]) for s in parts) == 200 == sum(summary["split_sizes"].values())
     assert all(parts[s][0].shape[1:] == (28, 28, 1) for s in parts)
 

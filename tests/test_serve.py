@@ -25,9 +25,9 @@ import aiohttp
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_model import arrays, split_members, train_quick_model
 
 from helpers import LETTERS, REPO, png_bytes, real_members, run
+from tiny_model import arrays, split_members, train_quick_model
 
 CHROMIUM = Path("/usr/bin/chromium")
 spec = importlib.util.spec_from_file_location("serve_load", REPO / "bench/serve_load.py")

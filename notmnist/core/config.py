@@ -1,8 +1,8 @@
 """params.yaml -> one frozen, typed Params object: the one schema (types, ranges, names, defaults).
 
-`load()` checks the whole file before any work, and each pydantic error becomes one line naming the key,
-the value and what is allowed. Whether the network fits the image and the memory is asked of Keras
-(notmnist.core.models.network_errors, run by the check stage). Reference: `notmnist params --table`.
+`load()` checks the whole file before any work; each pydantic error becomes one line naming the key, the
+value and what is allowed. Whether the network fits the image and the memory is asked of the model Keras
+builds (models.network_errors, run by the check stage and `notmnist params`).
 """
 
 import difflib
@@ -40,24 +40,12 @@ def _as_number(kind, value):
 Int = Annotated[int, BeforeValidator(partial(_as_number, int))]
 Float = Annotated[float, BeforeValidator(partial(_as_number, float))]
 Flag = Annotated[bool, Strict()]
-ActivationName = Literal[
-    "linear", "sigmoid", "tanh", "relu", "softmax", "leaky_relu", "prelu", "elu", "selu", "gelu", "swish"
-]
-Initializer = Literal[
-    "glorot_uniform",
-    "glorot_normal",
-    "he_uniform",
-    "he_normal",
-    "lecun_uniform",
-    "lecun_normal",
-    "random_normal",
-    "random_uniform",
-    "truncated_normal",
-    "orthogonal",
-    "zeros",
-    "ones",
-]
-ACTIVATIONS, INITIALIZERS = get_args(ActivationName), get_args(Initializer)
+ACTIVATIONS = tuple("linear sigmoid tanh relu softmax leaky_relu prelu elu selu gelu swish".split())
+INITIALIZERS = tuple(
+    "glorot_uniform glorot_normal he_uniform he_normal lecun_uniform lecun_normal random_normal random_uniform "
+    "truncated_normal orthogonal zeros ones".split()
+)
+ActivationName, Initializer = Literal[ACTIVATIONS], Literal[INITIALIZERS]
 
 
 class _Strict(BaseModel):
@@ -101,18 +89,14 @@ class Data(_Strict):
     val_fraction: Float = Field(0.1, gt=0, le=0.5, description="share of images for validation")
     test_fraction: Float = Field(0.1, gt=0, le=0.5, description="share of images held out for test")
     split_seed: Int = Field(0, ge=0, le=2**31 - 1, description="seed of the train/val/test split")
-    group_by_font: Flag = Field(
-        False, description="keep all letters of a font in one split: val/test then measure unseen fonts"
-    )
+    group_by_font: Flag = Field(False, description="all letters of a font in one split: val/test measure new fonts")
 
 
 class Augment(_Strict):
     shift: Float = Field(0.1, ge=0, le=0.5, description="random shift, fraction of the side, 0: off")
     rotation: Float = Field(8.0, ge=0, le=45, description="random rotation in degrees, 0: off")
     zoom: Float = Field(0.1, ge=0, le=0.5, description="random zoom, fraction, 0: off")
-    erasing: Float = Field(
-        0.0, ge=0, le=1, description="probability of erasing a random rectangle of each training image, 0: off"
-    )
+    erasing: Float = Field(0.0, ge=0, le=1, description="probability of erasing a random patch of an image, 0: off")
 
 
 class Model(_Strict):
@@ -122,16 +106,11 @@ class Model(_Strict):
     hidden_size: Int = Field(128, ge=1, le=65536, description="width of the Dense hidden layers (mlp, cnn, vgg)")
     hidden_layers: Int = Field(2, ge=0, le=16, description="number of Dense hidden layers (mlp)")
     filters: list[Annotated[Int, Field(ge=1)]] = Field(
-        [32, 64, 128],
-        min_length=1,
-        description="filters per conv block, one block per item (cnn, vgg); "
-        "resnet: the stem's, then one pooled residual stage per item",
+        [32, 64, 128], min_length=1, description="filters per conv block (cnn, vgg); resnet: stem, then per stage"
     )
     convs_per_block: Int = Field(2, ge=1, le=4, description="Conv2D layers per block (cnn)")
     activation: ActivationName = Field("relu", description="hidden-layer activation (presets)")
-    dropout: Float = Field(
-        0.1, ge=0, lt=1, description="dropout rate after each block or hidden layer, 0: none (presets)"
-    )
+    dropout: Float = Field(0.1, ge=0, lt=1, description="dropout after each block or hidden layer, 0: none (presets)")
     batch_norm: Flag = Field(True, description="BatchNormalization before each hidden activation (presets)")
     l2: Float = Field(0.0, ge=0, le=1, description="L2 penalty on every kernel and bias (a layer's own value wins)")
     init: Initializer = Field("he_normal", description="kernel initialiser of every layer (a layer's own value wins)")
@@ -145,12 +124,8 @@ class Train(_Strict):
     momentum: Float = Field(0.0, ge=0, le=1, description="momentum (sgd, rmsprop)")
     nesterov: Flag = Field(False, description="Nesterov momentum (sgd)")
     weight_decay: Float = Field(
-        0.0,
-        ge=0,
-        description="decoupled weight decay: each step takes learning_rate x "
-        "weight_decay x each weight off it (adamw; the others too); 0: off. PyTorch SGD's "
-        "weight_decay w is coupled, scaled up by momentum: its equivalent is model.l2 = w / 2",
-    )
+        0.0, ge=0, description="decoupled: each step takes learning_rate x this x each weight off it; 0: off"
+    )  # PyTorch SGD's coupled weight_decay w, scaled up by momentum, is model.l2 = w / 2 (docs/parameters.md)
     schedule: Literal["constant", "step", "exponential", "cosine", "plateau", "one_cycle"] = Field(
         "one_cycle", description="learning-rate schedule"
     )
@@ -161,40 +136,24 @@ class Train(_Strict):
     batch_size: Int = Field(128, ge=1, le=65536, description="images per step")
     epochs: Int = Field(45, ge=1, le=10000, description="passes over the training split")
     label_smoothing: Float = Field(0.1, ge=0, le=0.5, description="label smoothing of the loss")
-    mixup: Float = Field(
-        0.0, ge=0, le=1, description="mixup alpha: train on blends of two images and their labels; 0: off"
-    )
-    cutmix: Float = Field(
-        0.0, ge=0, le=1, description="cutmix alpha: paste a patch of another image, labels mixed by area; 0: off"
-    )
+    mixup: Float = Field(0.0, ge=0, le=1, description="mixup alpha: train on blends of two images and labels; 0: off")
+    cutmix: Float = Field(0.0, ge=0, le=1, description="cutmix alpha: paste a patch of another image; 0: off")
     weight_averaging: Float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="momentum of an exponential moving average of "
-        "the weights, which the saved model keeps (e.g. 0.999); 0: off",
+        0.0, ge=0, lt=1, description="momentum of a moving average of the weights, which the model keeps; 0: off"
     )
     early_stopping: Int = Field(0, ge=0, description="patience in epochs on val loss, best weights restored; 0: off")
     ensemble: Int = Field(
-        1,
-        ge=1,
-        le=16,
-        description="members trained with their own seeds (the first: seed; the others drawn from "
-        "seed and their index), saved as one model averaging their probabilities; 1: a single model",
+        1, ge=1, le=16, description="members (own seeds from seed and index), saved as one model averaging them"
     )
     precision: Literal["float32", "mixed_bfloat16"] = Field("float32", description="compute precision")
-    distribute: Literal["none", "mirrored", "multi_worker"] = Field(
-        "none", description="tf.distribute strategy: mirrored (GPUs of one host), multi_worker (hosts, TF_CONFIG)"
+    distribute: Literal["none", "mirrored"] = Field(
+        "none", description="tf.distribute: mirrored over the GPUs (else CPU devices) of one host"
     )
 
 
 class Package(_Strict):
     tta_shift: Int = Field(
-        1,
-        ge=0,
-        le=3,
-        description="the saved model averages its probabilities over the image moved by up to this many "
-        "pixels each way, zeros shifted in: (2 x tta_shift + 1)^2 copies, 9 at 1; 0: the trained network alone",
+        1, ge=0, le=3, description="model averages the image shifted up to this many pixels: (2n + 1)^2 copies; 0: off"
     )
 
 
@@ -211,8 +170,6 @@ class Params(_Strict):
     package: Package = Package()
     evaluate: Evaluate = Evaluate()
 
-
-SCHEMA = Params.model_fields  # the top level: SCHEMA["threads"].default
 
 # Keras 1 names from the practical's text -> the name to use instead.
 KERAS1_NAMES = {
@@ -240,9 +197,10 @@ def section_of(field):
 
 
 def _plain(kind):
-    """X for `X | None` (a layer key whose null means the model-wide value), else `kind` itself."""
+    """X for `X | None` (a layer key whose null means the model-wide value), and for Annotated[X, ...]."""
     args = [arg for arg in get_args(kind) if arg is not type(None)]
-    return args[0] if get_origin(kind) in (Union, UnionType) and len(args) == 1 else kind
+    kind = args[0] if get_origin(kind) in (Union, UnionType) and len(args) == 1 else kind
+    return get_args(kind)[0] if get_origin(kind) is Annotated else kind
 
 
 def allowed(field):
@@ -250,7 +208,7 @@ def allowed(field):
     kind = _plain(field.annotation)
     if get_origin(kind) is list:
         item = FieldInfo.from_annotation(get_args(kind)[0])
-        return f"non-empty list of {allowed(item)}" if item.annotation is int else "list of layers (see Layers)"
+        return f"non-empty list of {allowed(item)}" if _plain(item.annotation) is int else "list of layers (see Layers)"
     if kind is bool or get_origin(kind) is Literal:
         return "true or false" if kind is bool else "one of " + ", ".join(get_args(kind))
     signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}  # lower bounds first
@@ -260,8 +218,7 @@ def allowed(field):
         for rule in field.metadata
         if hasattr(rule, name)
     ]
-    name = (get_args(kind)[0] if get_origin(kind) is Annotated else kind).__name__
-    return " and ".join([f"{name} {limits[0]}" if limits else name, *limits[1:]])
+    return " and ".join([f"{kind.__name__} {limits[0]}" if limits else kind.__name__, *limits[1:]])
 
 
 def _did_you_mean(value, valid, prefix=""):
@@ -290,20 +247,19 @@ def _located(loc):
 
 
 def _message(error):
-    """One pydantic error -> today's line: key, value, what is allowed, the fix."""
+    """One pydantic error -> one line: the key, the value, what is allowed or meant."""
     key, field, model = _located(error["loc"])
     kind, value = error["type"], error["input"]
     parent, _, name = key.rpartition(".")
+    tag = (error.get("ctx") or {}).get("tag")
+    if name in KERAS1_NAMES and kind == "extra_forbidden" or tag in KERAS1_NAMES:
+        old = tag or name
+        return f"{key}{'.type' if tag else ''}: '{old}' is a Keras 1 name; use {KERAS1_NAMES[old]} instead"
     if kind == "extra_forbidden":
-        if name in KERAS1_NAMES:
-            return f"{key}: '{name}' is a Keras 1 name; use {KERAS1_NAMES[name]} instead"
         valid = [k for k in model.model_fields if k != "type"]
         hint = _did_you_mean(name, valid, f"{parent}." if parent else "")
         return f"unknown key '{key}'{hint or '; valid keys here: ' + ', '.join(valid)}"
     if kind == "union_tag_invalid":
-        tag = error["ctx"]["tag"]
-        if tag in KERAS1_NAMES:
-            return f"{key}.type: '{tag}' is a Keras 1 name; use {KERAS1_NAMES[tag]} instead"
         return f"{key}.type: unknown layer {tag!r}{_did_you_mean(tag, LAYERS)}; valid layers: {', '.join(LAYERS)}"
     if kind == "union_tag_not_found" or (kind == "model_attributes_type" and field is None):
         return f"{key}: each layer is a mapping with a 'type', e.g. {{type: Dense, units: 64}}"
@@ -311,6 +267,8 @@ def _message(error):
         return f"{key or 'params.yaml'}: expected a mapping of keys, got {value!r}"
     if kind == "missing":
         return f"{key}: a {model.__name__} layer needs it; allowed: {allowed(field)}"
+    if kind == "literal_error" and value == "multi_worker":
+        return f"{key}: multi_worker was removed: Keras 3 cannot fit under MultiWorkerMirroredStrategy (docs/performance.md)"
     if kind == "literal_error":
         choices = get_args(_plain(field.annotation))
         return f"{key}: unknown value {value!r}{_did_you_mean(value, choices)}; valid names: {', '.join(choices)}"
@@ -330,15 +288,12 @@ def validate(raw):
     except ValidationError as error:
         raise ParamsError("invalid params.yaml:\n  " + "\n  ".join(map(_message, error.errors()))) from None
     model, data, errors = params.model, params.data, []
-    if model.architecture == "custom" and not model.layers:
+    if (model.architecture == "custom") != bool(model.layers):
         errors.append(
-            "model.layers: model.architecture is custom, so list its layers, "
-            "e.g. [{type: Flatten}, {type: Dense, units: 128, activation: relu}]"
-        )
-    elif model.architecture != "custom" and model.layers:
-        errors.append(
-            f"model.layers: a layer list is only used with model.architecture: custom "
-            f"(now {model.architecture}); set it to custom, or model.layers to []"
+            "model.layers: model.architecture is custom, so list its layers, e.g. [{type: Flatten}, {type: Dense, units: 128}]"
+            if model.layers == []
+            else f"model.layers: a layer list is only used with model.architecture: custom (now {model.architecture}); "
+            "set it to custom, or model.layers to []"
         )
     if data.val_fraction + data.test_fraction >= 0.9:
         errors.append("data.val_fraction + data.test_fraction must be below 0.9, to leave images to train on")
@@ -347,14 +302,8 @@ def validate(raw):
     return params
 
 
-# ---- the file itself ----
-
-MAX_BYTES = 64 * 1024  # the committed params.yaml is about 1 KiB
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader refusing what PyYAML accepts silently: duplicate keys (it keeps the last; DVC refuses the
-    file) and aliases (14 lines of them can expand to gigabytes)."""
+class _NoAliases(yaml.SafeLoader):
+    """PyYAML's SafeLoader without aliases: 14 lines of them can expand to gigabytes."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -365,32 +314,14 @@ class _StrictLoader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
-    def construct_mapping(self, node, deep=False):
-        first_line = {}
-        for key_node, _ in node.value:
-            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
-            if isinstance(key, str | int | float) and key in first_line:
-                raise ParamsError(
-                    f"{self.name} line {line}: duplicate key '{key}' (first on line {first_line[key]}); "
-                    "PyYAML would keep the last silently and DVC refuses the file: keep one"
-                )
-            first_line[key] = line
-        return super().construct_mapping(node, deep)
-
 
 def load(path="params.yaml"):
-    """params.yaml read and checked as every stage does: the file itself, then validate()."""
+    """The params file read and checked as every stage does: the YAML, then validate(). Duplicate keys are
+    DVC's to refuse: it reads params.yaml itself before any stage runs."""
     try:
-        with open(path, "rb") as file:
-            text = file.read(MAX_BYTES + 1)
+        loader = _NoAliases(Path(path).read_bytes())
     except OSError as error:
         raise ParamsError(f"{path}: {error.strerror}; run from the repository root") from None
-    if len(text) > MAX_BYTES:
-        raise ParamsError(
-            f"{path} is larger than {MAX_BYTES // 1024} KiB (the committed one is about 1 KiB); "
-            "copy the defaults from git: git checkout params.yaml"
-        )
-    loader = _StrictLoader(text)
     loader.name = str(path)  # named in the marks of YAML errors
     try:
         raw = loader.get_single_data()
@@ -414,13 +345,13 @@ def fingerprint(path="params.yaml"):
 
 
 def refuse_changed(started_with, path="params.yaml"):
-    """Call just before a stage saves. A changed params file means someone rewrote it while the stage ran
-    (a second `dvc exp run -S` rewrites it before it finds DVC's lock taken): the outputs would not match
-    the parameters DVC records, so nothing is saved."""
+    """Call just before a stage saves. A changed params file means someone rewrote it while the stage ran (a
+    second `dvc exp run -S` rewrites it before it finds DVC's lock taken): nothing is saved, since the outputs
+    would not match the parameters DVC records."""
     if fingerprint(path) != started_with:
         raise ParamsError(
-            f"{path} changed while this stage ran (a second `dvc exp run` in this workspace, or an "
-            "editor); nothing was saved, since the results would mix two sets of parameters. Run one "
-            "experiment at a time in a workspace: queue the others with `dvc exp run --queue -S ...` "
-            "and `dvc queue start`; return to the last commit with `notmnist restore`"
+            f"{path} changed while this stage ran (a second `dvc exp run` in this workspace, or an editor); "
+            "nothing was saved, since the results would mix two sets of parameters. Run one experiment at a "
+            "time in a workspace: queue the others with `dvc exp run --queue -S ...` and `dvc queue start`; "
+            "return to the last commit with `notmnist restore`"
         )

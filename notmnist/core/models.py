@@ -24,27 +24,14 @@ BN_MOMENTUM = 0.9  # Keras's 0.99 leaves validation numbers meaningless for the 
 
 @keras.saving.register_keras_serializable(package="notmnist")
 class BatchNorm(keras.layers.BatchNormalization):
-    """BatchNormalization that trains image batches with TensorFlow's fused kernel.
-
-    Keras 3 normalises with separate moments and arithmetic ops: on this CPU that is about a third
-    of the default CNN's training step (bench/run.py). FusedBatchNormV3 does the same sums in one
-    oneDNN kernel, about 3x faster. Inference, masks, dense (2-D) inputs, other backends and
-    `synchronized` keep Keras's own path, so a trained model behaves exactly as a
-    keras.layers.BatchNormalization with the same weights.
-    """
-
-    def _fused_applies(self, inputs, training, mask):
-        return (
-            training
-            and mask is None
-            and not self.synchronized
-            and len(inputs.shape) == 4
-            and self.axis in (-1, 3)
-            and keras.backend.backend() == "tensorflow"
-        )
+    """BatchNormalization that trains image batches with TensorFlow's fused kernel: Keras 3's separate
+    moments and arithmetic ops are about a third of the default CNN's training step here, FusedBatchNormV3
+    does the same sums about 3x faster (docs/performance.md). Everything else keeps Keras's own path, and
+    models.to_stock saves it as the keras.layers.BatchNormalization it is."""
 
     def call(self, inputs, training=None, mask=None):
-        if not self._fused_applies(inputs, training, mask):
+        fused = training and mask is None and not self.synchronized and len(inputs.shape) == 4 and self.axis in (-1, 3)
+        if not fused or keras.backend.backend() != "tensorflow":
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 

@@ -143,8 +143,8 @@ def fit(model, train, x, y, validation, live, seed=0, extra_callbacks=(), verbos
 
 
 def member_live_dir(live_dir, index):
-    """DVCLive's folder of ensemble member `index`: the first logs where a single model does, the
-    others in member_<index>/ inside it."""
+    """DVCLive's folder of ensemble member `index`: the first logs where a single model does, the others in
+    member_<index>/ inside it."""
     return Path(live_dir) if index == 0 else Path(live_dir) / f"member_{index}"
 
 
@@ -180,13 +180,12 @@ def train_members(settings, x, y, validation, live_dir):
 
 
 def strategy(name):
-    """train.distribute -> a tf.distribute strategy. mirrored: one replica per GPU of this host (or
-    per logical CPU device when there is no GPU); multi_worker: one per host, from TF_CONFIG."""
+    """train.distribute -> a tf.distribute strategy. mirrored: one replica per GPU of this host (or per
+    logical CPU device when there is no GPU). No multi-host strategy: Keras 3 cannot fit under one
+    (docs/performance.md)."""
     import tensorflow as tf
 
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.MirroredStrategy([d.name for d in gpus or tf.config.list_logical_devices("CPU")])
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()  # the default: no distribution

@@ -17,7 +17,7 @@ import numpy as np
 from notmnist.core.contract import IMAGE_SHAPE, LETTERS, check_model_file, load_model, scale
 from notmnist.core.glyphs import BadGlyph, letter_of, looks_inverted, read_glyphs
 from notmnist.core.runtime import PipelineError
-from notmnist.tools.images import MAX_SIDE, load_image, top_letters  # noqa: F401 (MAX_SIDE: until serve imports images)
+from notmnist.tools.images import load_image, top_letters
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 

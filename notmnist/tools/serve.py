@@ -24,7 +24,7 @@ import yaml
 from notmnist.core.contract import LETTERS, load_model, scale
 from notmnist.core.glyphs import BadGlyph, looks_inverted
 from notmnist.core.runtime import PipelineError, quiet_tensorflow
-from notmnist.tools.predict import MAX_SIDE, load_image
+from notmnist.tools.images import MAX_SIDE, load_image, top_letters
 
 PAGE = Path(__file__).with_name("serve_page.html")
 MAX_IMAGES = 256  # per request
@@ -89,11 +89,7 @@ def answers(probabilities, signature=SIGNATURES[0]):
     """One prediction per row; top3 and its rounding as `notmnist predict --json`'s."""
     if signature != SIGNATURES[0]:
         return probabilities.tolist()
-    found = []
-    for row in probabilities:
-        top = [{"letter": LETTERS[i], "probability": round(float(row[i]), 4)} for i in np.argsort(-row, kind="stable")]
-        found.append({**top[0], "top3": top[:3], "probabilities": row.tolist()})
-    return found
+    return [{**top_letters(row)[0], "top3": top_letters(row), "probabilities": row.tolist()} for row in probabilities]
 
 
 def identity(path, metrics=None):
