@@ -10,23 +10,11 @@ Checks the schema, then builds the network with Keras (no data) to see that it f
 import argparse
 from pathlib import Path
 
-from notmnist.core import config
+from notmnist.core.checks import check_params
 from notmnist.core.io import write_bytes
-from notmnist.core.runtime import PipelineError, entry_point, quiet_tensorflow
+from notmnist.core.runtime import entry_point
 
 PASSED = b"params.yaml passed the schema check\n"  # constant: its hash must not depend on the parameters
-
-
-def check(path):
-    """config.load, then the network as Keras builds it; raises a PipelineError naming every problem."""
-    settings = config.load(path)
-    quiet_tensorflow()
-    from notmnist.core.models import network_errors
-
-    errors = network_errors(settings)
-    if errors:
-        raise PipelineError("invalid params.yaml:\n  " + "\n  ".join(errors))
-    return settings
 
 
 @entry_point
@@ -35,7 +23,7 @@ def main():
     parser.add_argument("params", type=Path)
     parser.add_argument("passed", type=Path, help="written with fixed bytes when the check passes")
     args = parser.parse_args()
-    check(args.params)
+    check_params(args.params)
     write_bytes(args.passed, PASSED)
     print(f"check: {args.params} ok")
 

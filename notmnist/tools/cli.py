@@ -6,21 +6,15 @@ import importlib
 import os
 import sys
 
-from notmnist.core.runtime import PipelineError, entry_point, quiet_tensorflow
+from notmnist.core.runtime import entry_point
 
 TOOLS = ("grade", "predict", "export", "plots", "compare", "average", "seeds", "restore", "serve")  # notmnist/tools/*
 
 
 def check_params(args):
-    """What the check stage does: the schema, then the network as Keras builds it."""
-    from notmnist.core import config
+    from notmnist.core.checks import check_params
 
-    settings = config.load(args.path)
-    quiet_tensorflow()
-    from notmnist.core.models import network_errors
-
-    if errors := network_errors(settings):
-        raise PipelineError("invalid params.yaml:\n  " + "\n  ".join(errors))
+    check_params(args.path)
     print(f"{args.path}: ok")
 
 
