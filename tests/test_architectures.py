@@ -402,3 +402,36 @@ def test_mixing_trains_on_mixed_batches_and_validates_on_plain_ones(tmp_path):
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing)
     expected = float(loss(y, model.predict(x, verbose=0)))
     assert math.isclose(val_loss, expected, rel_tol=1e-4)
+
+
+def test_a_run_at_chance_after_five_epochs_fails_unless_allowed(tmp_path, monkeypatch):
+    """Random labels: accuracy stays at chance, so the fit stops at epoch 5 with a named error; with
+    NOTMNIST_ALLOW_STALL=1 the same run finishes all its epochs."""
+    from dvclive import Live
+
+    train = settings(train={"epochs": 6, "batch_size": 32, "learning_rate": 0.003}).train
+    x, y = images(64)
+    validation = images(400, seed=1)
+    model = build_model(settings({"architecture": "mlp", "hidden_layers": 1}).model)
+    with Live(str(tmp_path / "a"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        with pytest.raises(PipelineError, match=r"stopped learning: accuracy 0\.\d+ after 5 epochs is chance"):
+            fit(model, train, x, y, validation, live, verbose=0)
+    monkeypatch.setenv("NOTMNIST_ALLOW_STALL", "1")
+    model = build_model(settings({"architecture": "mlp", "hidden_layers": 1}).model)
+    with Live(str(tmp_path / "b"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        assert fit(model, train, x, y, validation, live, verbose=0) == 6
+
+
+def test_a_loss_that_explodes_without_nan_fails_naming_the_epoch():
+    from notmnist.core.training import StopWhenNotLearning
+
+    model = build_model(settings({"architecture": "mlp"}).model)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    watch = StopWhenNotLearning()
+    watch.set_model(model)
+    for epoch, loss in enumerate([2.3, 2.0, 4.0, 4.7]):
+        watch.on_epoch_begin(epoch)
+        if epoch < 3:
+            watch.on_epoch_end(epoch, {"loss": loss, "accuracy": 0.5})
+    with pytest.raises(PipelineError, match=r"epoch 4's loss 4\.7 is over twice the first's; no model was saved"):
+        watch.on_epoch_end(3, {"loss": 4.7, "accuracy": 0.5})

@@ -2,6 +2,7 @@
 config.Train), the fit, and the members of an ensemble."""
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -62,20 +63,41 @@ def optimizer(train, steps_per_epoch):
     return keras.optimizers.Adam(lr, **averaging)
 
 
-class StopOnDivergence(keras.callbacks.Callback):
-    """Fail the stage on the first NaN or infinite loss, before any model is saved."""
+STALL_EPOCHS = 5  # epochs after which accuracy still at chance means the run is not learning
+ALLOW_STALL = "NOTMNIST_ALLOW_STALL"  # set to 1 to save such a run anyway
+
+
+class StopWhenNotLearning(keras.callbacks.Callback):
+    """Fail the stage, before any model is saved, on a NaN or infinite loss (first batch that has one), on an
+    epoch loss over twice the first epoch's (exploding without reaching NaN), or on accuracy still at chance
+    (validation's, else training's) after STALL_EPOCHS epochs, unless NOTMNIST_ALLOW_STALL=1 for the last two."""
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            raise PipelineError(
-                f"training diverged in epoch {self.epoch + 1} (loss is {loss}); no model was saved. "
-                f"Lower train.learning_rate (now {self.learning_rate}), e.g. dvc exp run -S train.learning_rate=..."
-            )
+            self.fail(f"training diverged in epoch {self.epoch + 1} (loss is {loss})")
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         self.learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs, self.start = logs or {}, getattr(self, "start", None) or logs.get("loss")
+        accuracy = logs.get("val_accuracy", logs.get("accuracy"))
+        if os.environ.get(ALLOW_STALL, "0") not in ("", "0"):
+            return
+        if logs.get("loss", 0) > 2 * self.start:
+            self.fail(
+                f"training stopped learning: epoch {epoch + 1}'s loss {logs['loss']:.4g} is over twice the first's"
+            )
+        if epoch + 1 >= STALL_EPOCHS and accuracy is not None and accuracy <= 1.5 / NUM_CLASSES:
+            self.fail(f"training stopped learning: accuracy {accuracy:.3f} after {epoch + 1} epochs is chance (0.1)")
+
+    def fail(self, what):
+        raise PipelineError(
+            f"{what}; no model was saved. Lower train.learning_rate (now {self.learning_rate:.4g}), e.g. "
+            f"dvc exp run -S train.learning_rate=...; to save a stalled run anyway, set {ALLOW_STALL}=1"
+        )
 
 
 class LogLearningRate(keras.callbacks.Callback):
@@ -86,7 +108,7 @@ class LogLearningRate(keras.callbacks.Callback):
 def callbacks(train, live):
     from dvclive.keras import DVCLiveCallback
 
-    chosen = [StopOnDivergence(), LogLearningRate()]
+    chosen = [StopWhenNotLearning(), LogLearningRate()]
     if train.schedule == "plateau":
         chosen.append(keras.callbacks.ReduceLROnPlateau(factor=train.decay_rate, patience=train.decay_epochs))
     if train.early_stopping:
