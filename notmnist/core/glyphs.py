@@ -3,6 +3,7 @@ predict: a bad image is skipped with its reason, a bad source raises a PipelineE
 every input bounded; member names never become paths (nothing is written under them), so `..` is harmless."""
 
 import gzip
+import re
 import struct
 import tarfile
 import zlib
@@ -97,6 +98,25 @@ KNOWN_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.DIRT
 _Unreadable = type("_Unreadable", (Exception,), {})  # a corrupt or cut archive (tarfile ends quietly at some)
 
 
+PAX_RECORD = re.compile(rb"(\d+) [^=\n]+=")  # "<length> <key>=<value>\n", the length counting the whole record
+
+
+class _Replay:
+    """A file whose first read returns bytes already read, then reads on from the real file."""
+
+    def __init__(self, first, rest):
+        self.first, self.rest = first, rest
+
+    def read(self, size):
+        if self.first:
+            data, self.first = self.first[:size], self.first[size:]
+            return data
+        return self.rest.read(size)
+
+    def __getattr__(self, name):  # tell() and the like, asked once the first bytes are read
+        return getattr(self.rest, name)
+
+
 class _Header(tarfile.TarInfo):
     """Refuses unknown types, oversized pax/GNU headers (before tarfile reads them), too many or too deeply chained
     headers; header errors become _Unreadable, where tarfile would stop quietly. Subclassed per archive."""
@@ -115,6 +135,23 @@ class _Header(tarfile.TarInfo):
         if header.type in EXTENSIONS and header.size > MAX_HEADER_BYTES:
             raise PipelineError(f"{who}: {header.size:,}-byte pax/GNU header, over the {MAX_HEADER_BYTES:,}-byte cap")
         return header
+
+    def _proc_pax(self, tar):
+        """tarfile stops reading a pax header at its first malformed record and keeps the rest of the archive;
+        GNU tar refuses it: so do we. The records are checked, then tarfile parses the same bytes."""
+        data = tar.fileobj.read(self._block(self.size))
+        pos, records = 0, data[: self.size]
+        while pos < len(records):
+            found = PAX_RECORD.match(records, pos)
+            end = pos + int(found[1]) if found else 0
+            if not found or end < found.end() + 1 or end > len(records) or records[end - 1] != 10:
+                raise _Unreadable(f"a pax header's record at byte {pos} is malformed")
+            pos = end
+        real, tar.fileobj = tar.fileobj, _Replay(data, tar.fileobj)
+        try:
+            return super()._proc_pax(tar)
+        finally:
+            tar.fileobj = real
 
     @classmethod
     def fromtarfile(cls, tar):
