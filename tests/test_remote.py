@@ -7,6 +7,7 @@ a third reuses a pushed run from the run-cache; the same through an SSH remote o
 model registry entry fetched with `dvc artifacts get` with Studio kept out of it."""
 
 import getpass
+import json
 import os
 import shutil
 import signal
@@ -28,9 +29,11 @@ from helpers import REPO, make_project, ran_stages, real_members, set_params
 pytestmark = pytest.mark.slow
 
 MODEL = "models/model.keras"
+TEST = "data/processed/test.npz"
 ARTIFACT = "notmnist-model"
 GIT_ID = ["-c", "user.name=t", "-c", "user.email=t@t"]
 INTERRUPTED = 252  # DVC's exit status after Ctrl-C / SIGINT ("interrupted by the user")
+NOTMNIST = [sys.executable, "-m", "notmnist"]
 
 
 def sh(args, cwd, check=True, env=None, **kwargs):
@@ -193,12 +196,24 @@ def test_an_experiment_pushed_by_one_machine_is_pulled_applied_and_fetched_by_an
         for rev in exp["revs"]
     }
     assert exps == {"drop03": 0.3}
+    seeds = json.loads(sh([*NOTMNIST, "seeds", "--json"], b2).stdout)
+    assert {"model.dropout": 0.3} in [row["configuration"] for row in seeds]
     sh(["dvc", "exp", "apply", "drop03"], b2)
     assert yaml.safe_load((b2 / "params.yaml").read_text())["model"]["dropout"] == 0.3
     sh(["dvc", "pull"], b2)  # the rest of the workspace's outputs (the data the experiment shares with main)
     repro = sh(["dvc", "repro"], b2)
     assert ran_stages(repro.stdout) == [], repro.stdout
     assert (b2 / MODEL).read_bytes() == shared.models["drop03"]
+    # the tools name it as on A: its model, fetched by name as compare and report fetch it, is A's byte for byte
+    sh(["dvc", "get", ".", MODEL, "--rev", "drop03", "-o", "got.keras"], b2)
+    assert (b2 / "got.keras").read_bytes() == shared.models["drop03"]
+    compared = json.loads(sh([*NOTMNIST, "compare", "HEAD", "drop03", "--split", TEST, "--json"], b2).stdout)
+    sh([*NOTMNIST, "report", "--exp", "drop03", "--out", "r"], b2)
+    counts = compared["a_right_b_wrong"], compared["a_wrong_b_right"]
+    assert (
+        "HEAD right and drop03 wrong {}, HEAD wrong and drop03 right {}".format(*counts)
+        in (b2 / "r/report.md").read_text()
+    )
 
 
 def test_an_experiment_pulled_without_its_outputs_applies_and_dvc_pull_fetches_them(shared):

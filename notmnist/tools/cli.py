@@ -8,7 +8,8 @@ import sys
 
 from notmnist.core.runtime import entry_point
 
-TOOLS = ("grade", "predict", "export", "plots", "compare", "average", "seeds", "restore", "serve")  # notmnist/tools/*
+# notmnist/tools/*
+TOOLS = ("grade", "predict", "export", "plots", "compare", "average", "seeds", "report", "restore", "serve")
 
 
 def check_params(args):
