@@ -1,6 +1,11 @@
 """The model's input and output, which every producer and user of a model shares: (N, 28, 28, 1)
 float32 in [0, 1] -> (N, 10) probabilities, A=0 ... J=9; and the one safe way to load a model file."""
 
+import contextlib
+import contextvars
+import functools
+import math
+import os
 import zipfile
 from pathlib import Path
 
@@ -13,6 +18,7 @@ NUM_CLASSES = 10
 LETTERS = "ABCDEFGHIJ"
 THREADS = 2  # TensorFlow intra-op threads when params.yaml gives none: convolution results depend on it
 MAX_MODEL_CONFIG_BYTES = 16 << 20  # Keras parses config.json whole; this project's are tens of KB
+MAX_MODEL_MEMBERS = 1000  # Keras writes 3 files and unpacks any more (assets) onto the disk
 
 
 def scale(images):
@@ -33,52 +39,115 @@ def check_images_and_labels(path, images, labels):
         raise PipelineError(f"{path}: labels must be 0-9 (A-J); found {labels.min()}..{labels.max()}")
 
 
+def memory_budget():
+    """Half of this machine's physical memory, in bytes: what one run may plan to use."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+
+
+def model_limit():
+    """The bytes a model file may unpack to, and 4 x the 4-byte weights it may declare: building a layer holds
+    its weights and about three passing copies (measured: 10^9 weights in one Dense peaked at 12.8 GB)."""
+    return memory_budget() // 4
+
+
+class TooManyWeights(Exception):
+    """Raised by weight_limit() before the weight that would pass its limit is allocated; args[0]: the count."""
+
+
+_weights = contextvars.ContextVar("weights", default=None)
+
+
+@contextlib.contextmanager
+def weight_limit(parameters):
+    """Count every weight a Keras layer requests inside the block (every stock layer asks Layer.add_weight)
+    and raise TooManyWeights(count), whatever Keras wraps it in, before allocating past `parameters`."""
+    import keras
+
+    add_weight = keras.layers.Layer.add_weight
+    if not hasattr(add_weight, "counted"):  # wrapped once; outside a block it only passes on
+
+        def counted(self, *args, shape=None, **kwargs):
+            if count := _weights.get():
+                count[0] += math.prod(dim or 1 for dim in (args[0] if args else shape) or ())
+                if count[0] > count[1]:
+                    raise TooManyWeights(count[0])
+            return add_weight(self, *args, shape=shape, **kwargs)
+
+        keras.layers.Layer.add_weight = functools.update_wrapper(counted, add_weight)
+        counted.counted = True
+    token = _weights.set(count := [0, parameters])
+    try:
+        yield
+    except Exception:
+        if count[0] <= parameters:
+            raise
+    finally:
+        _weights.reset(token)
+    if count[0] > parameters:  # raised inside, then wrapped or swallowed by Keras
+        raise TooManyWeights(count[0])
+
+
+def _not_a_model(path, reason):
+    return PipelineError(
+        f"{path} is not a loadable Keras model: {' '.join(str(reason).split())[:300]}; give a .keras file saved "
+        "by Keras 3, such as models/model.keras from `dvc repro`"
+    )
+
+
 def check_model_file(path):
-    """Refuse, before Keras parses anything, a file that is not a .keras zip or whose config.json is
-    larger than MAX_MODEL_CONFIG_BYTES (zipfile never reads past the size the zip declares)."""
+    """Refuse, before Keras reads anything, a file that is not a .keras zip, whose config.json is over
+    MAX_MODEL_CONFIG_BYTES, or whose members are over MAX_MODEL_MEMBERS or unpack to over model_limit()
+    (zipfile never reads past the size the zip declares)."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path} not found; run `dvc repro` to train it")
-    if path.suffix == ".h5":  # a legacy HDF5 model: no zip, Keras reads it itself
+    if path.suffix == ".h5" and path.is_file():  # a legacy HDF5 model: no zip, Keras reads it itself
         return
     if path.is_dir() or not zipfile.is_zipfile(path):
-        raise PipelineError(
-            f"{path} is not a loadable Keras model: not a Keras model file (not a zip archive); "
-            "give a .keras file saved by Keras 3, such as models/model.keras from `dvc repro`"
-        )
+        raise _not_a_model(path, "not a Keras model file (not a zip archive)")
     try:
         with zipfile.ZipFile(path) as archive:
-            config_bytes = archive.getinfo("config.json").file_size
-    except KeyError:
-        raise PipelineError(
-            f"{path} is not a loadable Keras model: a zip without config.json; give a .keras file saved by Keras 3"
-        ) from None
+            sizes = {member.filename: member.file_size for member in archive.infolist()}
     except (zipfile.BadZipFile, OSError) as error:
-        raise PipelineError(f"{path} is not a loadable Keras model: {error}") from None
-    if config_bytes > MAX_MODEL_CONFIG_BYTES:
+        raise _not_a_model(path, error) from None
+    if "config.json" not in sizes:
+        raise _not_a_model(path, "a zip without config.json")
+    if sizes["config.json"] > MAX_MODEL_CONFIG_BYTES:
         raise PipelineError(
-            f"{path}: its config.json is {config_bytes:,} bytes, over the {MAX_MODEL_CONFIG_BYTES:,} "
+            f"{path}: its config.json is {sizes['config.json']:,} bytes, over the {MAX_MODEL_CONFIG_BYTES:,} "
             "a model of this project needs (tens of KB); refusing to parse it"
+        )
+    if len(sizes) > MAX_MODEL_MEMBERS or sum(sizes.values()) > model_limit():
+        raise PipelineError(
+            f"{path} declares {len(sizes):,} files of {sum(sizes.values()):,} bytes unpacked, over the "
+            f"{MAX_MODEL_MEMBERS:,} files and {model_limit():,} bytes this machine can load (an eighth of its "
+            "memory); refusing to unpack it"
         )
 
 
 def load_model(path, threads=THREADS):
     """Load a .keras model in safe mode, after pinning TensorFlow's threads (results depend on them),
-    and check that it takes (N, 28, 28, 1) and gives 10 classes."""
+    with its weights bounded by model_limit(), and check that it takes (N, 28, 28, 1) and gives 10 classes."""
     setup_tensorflow(threads)
     import keras
 
     check_model_file(path)
+    limit = model_limit() // 4  # weights of 4 bytes
     try:
-        model = keras.models.load_model(path, safe_mode=True, compile=False)
-    except ValueError as error:
+        with weight_limit(limit):
+            model = keras.models.load_model(path, safe_mode=True, compile=False)
+    except TooManyWeights as over:
+        raise PipelineError(
+            f"{path} declares over {over.args[0]:,} parameters, over the {limit:,} this machine can load "
+            "(4 bytes each, 4 copies while loading: half its memory); refusing to build it"
+        ) from None
+    except Exception as error:  # whatever Keras, h5py or json raise, the file is what is wrong
         if "lambda" in str(error).lower() or "safe_mode" in str(error):
             raise PipelineError(
                 f"{path} holds a Lambda layer (arbitrary code); refusing to load it in safe mode"
             ) from None
-        raise PipelineError(f"{path} is not a loadable Keras model: {error}") from None
-    except (OSError, zipfile.BadZipFile) as error:
-        raise PipelineError(f"{path} is not a loadable Keras model: {error}") from None
+        reason = str(error).rsplit("Exception encountered:", 1)[-1]  # Keras nests the cause after the whole config
+        raise _not_a_model(path, f"{type(error).__name__}: {reason}") from None
     if tuple(model.input_shape[1:]) != (*IMAGE_SHAPE, 1) or model.output_shape[-1] != NUM_CLASSES:
         raise PipelineError(
             f"{path} takes {model.input_shape} and gives {model.output_shape}; "

@@ -7,11 +7,13 @@ import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from notmnist.core.runtime import PipelineError
 
@@ -23,6 +25,7 @@ def atomic_path(path, folder=False):
     """Yield a temporary file (or folder) beside `path`; on success it replaces `path`, on any failure
     it is removed, so a killed writer never leaves a half-written output."""
     path = Path(path)
+    _refuse_to_replace(path, folder, link_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".tmp-{path.name}-"
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix) if folder else _mkstemp(path, prefix))
@@ -97,11 +100,13 @@ def fixed_zip_times(data: bytes, rewrite=lambda name, content: content) -> bytes
 def load_arrays(path, expect):
     """Load an .npz without pickle and check each array: `expect` maps name -> (dtype, ndim). Numbers
     must have exactly that dtype; strings may have any length."""
+    if not Path(path).exists():
+        raise PipelineError(f"{path} not found; run the stage that makes it (dvc repro)")
     try:
+        if not zipfile.is_zipfile(path):  # np.load would read it as one .npy array or as a pickle
+            raise ValueError("not a zip of .npy arrays")
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except FileNotFoundError:
-        raise PipelineError(f"{path} not found; run the stage that makes it (dvc repro)") from None
     except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise PipelineError(
             f"{path} is not a readable .npz without pickle ({error}); rerun the stage that makes it"
@@ -119,24 +124,52 @@ def load_arrays(path, expect):
     return arrays
 
 
+KINDS = {"-": "a file", "d": "a folder", "l": "a symbolic link", "p": "a FIFO", "s": "a socket", "c": "a device"}
+
+
+def _refuse_to_replace(path, folder, link_ok):
+    """Replace only what the output is (a file or a folder) or, if `link_ok`, a link (DVC's link cache types)."""
+    wanted = "a folder" if folder else "a file"
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # nothing there
+        kind = KINDS.get(stat.filemode(os.lstat(path).st_mode)[0], "a device")  # "b": a block device
+        if kind != wanted and not (link_ok and kind == "a symbolic link"):
+            raise PipelineError(
+                f"cannot write {path}: it is {kind}, and this output is {wanted}; "
+                "move it away or choose another path, then rerun"
+            )
+
+
+def _protected(inputs, output):
+    """(path, what it is) for what `output` must not overwrite: each input, each output of a stage in the nearest
+    dvc.yaml above it (written only by `dvc repro`), and what a .dvc file tracks."""
+    protected, out = [(Path(source), f"the input {source}") for source in inputs], Path(output).resolve()
+    if root := next((folder for folder in (out, *out.parents) if (folder / "dvc.yaml").is_file()), None):
+        with contextlib.suppress(yaml.YAMLError, AttributeError, TypeError):  # a broken dvc.yaml: DVC says so
+            for name, stage in (yaml.safe_load((root / "dvc.yaml").read_text()).get("stages") or {}).items():
+                for entry in [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]:
+                    for path in [entry] if isinstance(entry, str) else entry:  # a path or {path: options}
+                        what = f"{path}, an output of the DVC stage '{name}' (only `dvc repro` writes it)"
+                        protected.append((root / stage.get("wdir", ".") / path, what))
+    return protected + [
+        (path, f"what {path}.dvc tracks") for path in (out, *out.parents) if Path(f"{path}.dvc").is_file()
+    ]
+
+
 def check_outputs(inputs, outputs, folders=()):
-    """For tools, whose users pass their own paths (DVC checks the stages'): refuse, before any work, an
-    output that is or holds or lies inside an input, that is a folder where a file goes (or the reverse),
-    or whose nearest existing folder is not a writable folder."""
+    """For tools, whose users pass their own paths (DVC checks the stages'): refuse, before any work, an output
+    that is not a regular file or folder (as `folders` says) where something exists, that is, holds or lies inside
+    an input or what DVC writes or tracks (also through a link), or whose nearest existing folder is not writable."""
     for output in map(Path, outputs):
         folder = output in map(Path, folders)
-        for source in map(Path, inputs):
-            out, into = output.resolve(), source.resolve()
-            if out == into or into in out.parents or out in into.parents:
+        _refuse_to_replace(output, folder, link_ok=False)
+        out = output.resolve()
+        for source, what in _protected(inputs, output):
+            into = source.resolve()
+            hard_link = out.exists() and into.exists() and out.samefile(into)
+            if hard_link or into in (out, *out.parents) or out in into.parents:
                 raise PipelineError(
-                    f"{output} is, holds or lies inside the input {source}; writing it would destroy the input: "
-                    "choose another output path"
+                    f"{output} is, holds or lies inside {what}; writing it would destroy that: choose another output path"
                 )
-        if output.exists() and output.is_dir() != folder:
-            raise PipelineError(
-                f"cannot write {output}: it is {'a folder' if output.is_dir() else 'a file'}, and this output "
-                f"is {'a folder' if folder else 'a file'}; move it away, then rerun"
-            )
         existing = output if folder else output.parent
         while not existing.exists():  # the writers create missing folders; '.' always exists
             existing = existing.parent

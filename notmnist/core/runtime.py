@@ -14,15 +14,24 @@ class PipelineError(Exception):
 
 
 def entry_point(main):
-    """Run `main`, turning a PipelineError into one clear line on stderr and exit status 2."""
+    """Run `main`, turning a PipelineError, or an OSError on a named file, into one line on stderr and exit
+    status 2; paths of any encoding print on any terminal (undecodable bytes as escapes)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(AttributeError):  # not a text stream (a test's replacement)
+                stream.reconfigure(errors="backslashreplace")
         try:
             return main(*args, **kwargs)
         except PipelineError as error:
-            print(f"error: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
+            message = str(error)
+        except OSError as error:
+            if error.filename is None:
+                raise
+            message = f"{error.filename}: {error.strerror}; check the path, then rerun"
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
 
     return wrapper
 

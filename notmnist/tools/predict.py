@@ -75,7 +75,6 @@ def add_arguments(parser):
 
 def run(args):
     check_model_file(args.model_path)  # before the slow part: reading images, loading TensorFlow
-    sys.stdout.reconfigure(errors="backslashreplace")  # file names of any encoding print on any terminal
     say = functools.partial(print, file=sys.stderr)
     images, items, refused = collect(args.inputs, args.strict)
     if not args.invert and looks_inverted(images):
