@@ -77,8 +77,6 @@ def add_arguments(parser):
 def run(args):
     if args.check_images < 1:
         raise PipelineError(f"--check-images {args.check_images}: must be 1 or more")
-    if not args.check.exists():
-        raise PipelineError(f"{args.check} not found; run `dvc repro` or pass --check path/to/notMNIST_small.tar.gz")
     check_outputs([args.model_path, args.check], [args.out_dir], folders=[args.out_dir])
     if others := args.out_dir.is_dir() and sorted(p.name for p in args.out_dir.iterdir() if p.name not in EXPORT_FILES):
         raise PipelineError(
