@@ -6,16 +6,14 @@ under mixed precision). Presets: mlp (the practical's baseline), cnn (the defaul
 Keras builds whether it fits (network_errors). `ensemble` and `with_shifts` average models' probabilities.
 """
 
-import contextvars
 import json
 import math
-import os
 import re
 
 import keras
 from keras import layers
 
-from notmnist.core.contract import IMAGE_SHAPE, NUM_CLASSES
+from notmnist.core.contract import IMAGE_SHAPE, NUM_CLASSES, TooManyWeights, memory_budget, weight_limit
 from notmnist.core.io import atomic_path, fixed_zip_times
 from notmnist.core.runtime import PipelineError
 
@@ -69,35 +67,14 @@ def _l2(value):
     return keras.regularizers.L2(value) if value else None
 
 
-# The check's weight budget (network_errors): building a layer allocates its weights, so each one is
-# counted from its input's shape first, and a network over the budget is refused before it is allocated.
-_weight_budget = contextvars.ContextVar("weight_budget", default=None)
-
-
-class _OverBudget(Exception):
-    pass
-
-
 def weighted(kind, model, kernel_initializer=None, kernel_l2=None, bias_l2=None, **spec):
-    """A Dense or Conv2D layer with model.init and model.l2 where `spec` gives none of its own; a function
-    of its input, which counts the layer's weights against the check's budget before building it."""
-    layer = getattr(layers, kind)(
+    """A Dense or Conv2D layer with model.init and model.l2 where `spec` gives none of its own."""
+    return getattr(layers, kind)(
         kernel_initializer=kernel_initializer or model.init,
         kernel_regularizer=_l2(model.l2 if kernel_l2 is None else kernel_l2),
         bias_regularizer=_l2(model.l2 if bias_l2 is None else bias_l2),
         **spec,
     )
-
-    def apply(x):
-        budget = _weight_budget.get()
-        if budget:
-            width = spec.get("units") or spec["filters"]
-            budget["count"] += (math.prod(layer.kernel_size if kind == "Conv2D" else (1,)) * x.shape[-1] + 1) * width
-            if budget["count"] > budget["limit"]:
-                raise _OverBudget(budget["count"])
-        return layer(x)
-
-    return apply
 
 
 def _unit(x, layer, model):
@@ -238,11 +215,6 @@ def build_model(model, name=None):
     return keras.Model(inputs, outputs, name=name or model.architecture)
 
 
-def memory_budget():
-    """Half of this machine's physical memory, in bytes: what one run may plan to use."""
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-
-
 def _key_of(layer, model):
     """The params.yaml key that sizes a layer of the network."""
     if model.architecture == "custom":
@@ -262,28 +234,20 @@ def network_errors(settings):
     batch's activations in train or evaluate, beyond memory_budget()."""
     budget, copies = memory_budget(), 3 + settings.train.ensemble  # + gradients, 2 Adam moments, members
     memory = f"more than half of this machine's {2 * budget / 2**30:.1f} GiB of memory"
-    token = _weight_budget.set({"count": 0, "limit": budget // (4 * copies)})
-    try:
-        network = build_model(settings.model)
+    try:  # every weight is counted as Keras requests it, and refused before it is allocated
+        with weight_limit(budget // (4 * copies)):
+            network = build_model(settings.model)
     except PipelineError as error:
         return [str(error)]
-    except _OverBudget as over:
+    except TooManyWeights as over:
         key = "model.layers" if settings.model.architecture == "custom" else _largest_key(settings.model)
         count = over.args[0]
         return [
             f"{key}: the network has over ~{count:,} parameters; their weights and optimiser state ({copies} "
             f"copies of 4 bytes) need over {count * 4 * copies / 2**30:.1f} GiB, {memory}; lower {key}"
         ]
-    finally:
-        _weight_budget.reset(token)
     hidden = [layer for layer in network.layers[1:] if not type(layer).__name__.startswith("Random")]
-    errors, count = [], network.count_params()  # the guard above counted only Dense and Conv2D weights
-    if count * 4 * copies > budget:
-        key = _key_of(max(hidden, key=lambda layer: layer.count_params()), settings.model)
-        errors.append(
-            f"{key}: the network has ~{count:,} parameters; their weights and optimiser state ({copies} "
-            f"copies of 4 bytes) need {count * 4 * copies / 2**30:.1f} GiB, {memory}; lower {key}"
-        )
+    errors = []
     sizes = [math.prod(layer.output.shape[1:]) for layer in hidden]
     widest = hidden[sizes.index(max(sizes))]
     # Evaluate runs the saved model's passes (members x shifted copies) breadth first: about one and a
