@@ -289,3 +289,18 @@ def test_undecodable_paths_print_on_an_ascii_terminal(project):
     env = {**os.environ, "LC_ALL": "C", "PYTHONIOENCODING": "ascii", "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-m", "notmnist", "params", path], env=env, capture_output=True)
     assert result.returncode == 0 and result.stdout.endswith(b"/r\\udce9sum\\udce9.yaml: ok\n"), result
+
+
+def test_a_model_whose_layer_outputs_outgrow_memory_is_refused_before_it_runs(tmp_path, capsys, glyph):
+    """A few KB declaring a 20,000x upsampling: 3 x 10^11 values per image. Loading builds no activation; the
+    refusal comes before predict would run out of memory."""
+    contract.setup_tensorflow(contract.THREADS)
+    import keras
+
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.GlobalMaxPooling2D()(keras.layers.UpSampling2D(20_000)(inputs))
+    path = tmp_path / "upsampling.keras"
+    keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)).save(path)
+    assert path.stat().st_size < 50_000
+    line = fails(capsys, "predict", path, glyph)
+    assert f"error: {path}: one image makes a layer output of 313,600,000,000 values" in line, line

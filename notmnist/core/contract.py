@@ -125,6 +125,15 @@ def check_model_file(path):
         )
 
 
+def _output_sizes(model):
+    """Values per image of each layer's output, nested models included: Keras knows the shapes without data."""
+    import keras
+
+    for layer in model.layers:
+        yield from _output_sizes(layer) if hasattr(layer, "layers") else ()
+        yield sum(math.prod(dim or 1 for dim in out.shape[1:]) for out in keras.tree.flatten(layer.output))
+
+
 def load_model(path, threads=THREADS):
     """Load a .keras model in safe mode, after pinning TensorFlow's threads (results depend on them),
     with its weights bounded by model_limit(), and check that it takes (N, 28, 28, 1) and gives 10 classes."""
@@ -148,6 +157,11 @@ def load_model(path, threads=THREADS):
             ) from None
         reason = str(error).rsplit("Exception encountered:", 1)[-1]  # Keras nests the cause after the whole config
         raise _not_a_model(path, f"{type(error).__name__}: {reason}") from None
+    if (widest := max(_output_sizes(model), default=0)) * 4 > model_limit():
+        raise PipelineError(
+            f"{path}: one image makes a layer output of {widest:,} values ({widest * 4:,} bytes), over the "
+            f"{model_limit():,} this machine can hold (an eighth of its memory); refusing to run it"
+        )
     if tuple(model.input_shape[1:]) != (*IMAGE_SHAPE, 1) or model.output_shape[-1] != NUM_CLASSES:
         raise PipelineError(
             f"{path} takes {model.input_shape} and gives {model.output_shape}; "
