@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist.core import config
+from notmnist.core import config, records
 from notmnist.core.contract import check_images_and_labels, load_model
 from notmnist.core.gallery import misclassified_grid, most_confident_mistakes
 from notmnist.core.io import load_arrays, write_bytes, write_json
@@ -32,8 +32,9 @@ def main():
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("metrics_dir", type=Path)
     args = parser.parse_args()
-    started_with = config.fingerprint()
+    started_with = records.fingerprint()
     settings = config.load()
+    records.refuse_mixed(args.model_path, settings, records.PACKAGED_BY, "package")
     splits = {split: load_eval_split(args.data_dir / f"{split}.npz") for split in ("val", "test")}
     model = load_model(args.model_path, settings.threads)
 
@@ -43,7 +44,7 @@ def main():
         results[split] = scores(probabilities, arrays["y"].astype(np.int64))
         arrays["probabilities"], arrays["predicted"] = probabilities, probabilities.argmax(axis=1)
     test, val = splits["test"], splits["val"]
-    config.refuse_changed(started_with)
+    records.refuse_changed(started_with)
     shown = most_confident_mistakes(val["probabilities"], val["y"], val["names"])
     wrong = int(np.sum(val["predicted"] != val["y"]))
     grid = misclassified_grid(val["x"][shown], val["y"][shown], val["probabilities"][shown], wrong)

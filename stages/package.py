@@ -10,7 +10,7 @@ evaluate measures. Its own stage: changing it reruns this and evaluate, never tr
 import argparse
 from pathlib import Path
 
-from notmnist.core import config
+from notmnist.core import config, records
 from notmnist.core.contract import load_model
 from notmnist.core.runtime import entry_point
 
@@ -21,13 +21,16 @@ def main():
     parser.add_argument("network_path", type=Path, help="the trained network (train's output)")
     parser.add_argument("model_path", type=Path, help="where to save the model handed over")
     args = parser.parse_args()
-    started_with = config.fingerprint()
-    shift = config.load().package.tta_shift
+    started_with = records.fingerprint()
+    settings = config.load()
+    records.refuse_mixed(args.network_path, settings, records.TRAINED_BY, "train")
+    shift = settings.package.tta_shift
     from notmnist.core.models import save_model, with_shifts
 
     model = with_shifts(load_model(args.network_path), shift)
-    config.refuse_changed(started_with)
+    records.refuse_changed(started_with)
     save_model(model, args.model_path)
+    records.stamp(args.model_path, settings, records.PACKAGED_BY)  # what evaluate checks
     kind = f"averaging {(2 * shift + 1) ** 2} shifted copies" if shift else "the trained network alone"
     print(f"package: saved {args.model_path}: {kind}")
 

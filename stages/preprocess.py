@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from notmnist.core import config
+from notmnist.core import config, records
 from notmnist.core.contract import check_images_and_labels
 from notmnist.core.io import load_arrays, write_json, write_npz
 from notmnist.core.runtime import entry_point
@@ -24,7 +24,7 @@ def main():
     parser.add_argument("images", type=Path)
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args()
-    started_with = config.fingerprint()
+    started_with = records.fingerprint()
     data = config.load().data
     arrays = load_arrays(args.images, {"images": (np.uint8, 3), "labels": (np.uint8, 1), "names": (np.str_, 1)})
     images, labels, names = arrays["images"], arrays["labels"], arrays["names"]
@@ -32,7 +32,7 @@ def main():
     keep, split_of, summary = split_plan(images, labels, names, data)
     for warning in coverage_warnings(summary):
         print(f"warning: {warning}", file=sys.stderr)
-    config.refuse_changed(started_with)
+    records.refuse_changed(started_with)
     for index, split in enumerate(SPLITS):  # one split at a time: one float32 copy in memory at most
         x, y, split_names = split_part(images, labels, names, keep, split_of, index)
         write_npz(args.out_dir / f"{split}.npz", x=x, y=y, names=split_names)

@@ -3,15 +3,16 @@
     python -m stages.train data/processed models/trained.keras
 Logs per-epoch loss, accuracy and learning rate with DVCLive into metrics/train/ (ensemble member
 i > 0 of train.ensemble into metrics/train/member_<i>/), and the wall-clock cost into
-metrics/timing.json. An ensemble is saved as one model averaging its members' probabilities. The
-test split is never read here. The package stage makes models/model.keras of the saved network.
+metrics/timing.json; beside the network, models/trained.json: the parameters it used (records.stamp).
+An ensemble is saved as one model averaging its members' probabilities. The test split is never read
+here. The package stage makes models/model.keras of the saved network.
 """
 
 import argparse
 import time
 from pathlib import Path
 
-from notmnist.core import config
+from notmnist.core import config, records
 from notmnist.core.io import write_json
 from notmnist.core.runtime import entry_point, setup_tensorflow
 
@@ -25,7 +26,7 @@ def main():
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("model_path", type=Path)
     args = parser.parse_args()
-    started_with = config.fingerprint()  # before loading: a rewrite from now on is caught before saving
+    started_with = records.fingerprint()  # before loading: a rewrite from now on is caught before saving
     settings = config.load()
     from notmnist.core.training import load_split, train_members  # after params: a bad file fails before TF loads
 
@@ -40,8 +41,9 @@ def main():
     start = time.perf_counter()
     members, epochs = train_members(settings, x, y, validation, LIVE_DIR)
     seconds = time.perf_counter() - start
-    config.refuse_changed(started_with)
+    records.refuse_changed(started_with)
     save_model(ensemble(members), args.model_path)
+    records.stamp(args.model_path, settings, records.TRAINED_BY)  # what package checks
     speed = round(epochs * len(x) / seconds, 1)
     write_json(TIMING, {"train": {"seconds": round(seconds, 1), "epochs": epochs, "images_per_second": speed}})
     print(f"train: {epochs} epochs in {seconds:.0f} s; saved {args.model_path}")

@@ -4,6 +4,7 @@ throw-away repository."""
 
 import copy
 import shlex
+import sys
 from typing import get_args
 
 import pytest
@@ -307,8 +308,49 @@ def test_a_single_alias_is_refused_too(tmp_path):
     assert "YAML alias '*s' refused" in load_error(tmp_path, text)
 
 
-def test_a_deeply_nested_file_is_refused_not_a_traceback(tmp_path):
-    assert "nests deeper than YAML can be read" in load_error(tmp_path, "seed: " + "[" * 30000 + "]" * 30000)
+ODD_FILES = {  # what PyYAML or pydantic would turn into a traceback or a puzzle -> the line users see
+    b"seed: 4\xff2\n": "params.yaml is not UTF-8 text (byte 7 is not); save it as UTF-8",
+    bytes(range(256)): "params.yaml is not UTF-8 text (byte 128 is not)",
+    b"seed: 4\x002\n": "params.yaml is not valid YAML: unacceptable character #x0000",
+    b"1: x\n": "params.yaml line 1: key 1 is not a name; keys are names such as seed or train",
+    b"null: 3\n": "params.yaml line 1: key null is not a name",
+    b"[a]: b\n": "params.yaml line 1: key [a] is not a name",
+    b"model:\n  {a: 1}: 2\n": "params.yaml line 2: key {a: 1} is not a name",
+    b"seed: 1e400\n": "seed: '1e400' is not a number; allowed: int >= 0",
+    b"train:\n  epochs: 99999999999999999999999\n": "train.epochs: 99999999999999999999999 is out of range",
+    b"seed: " + b"[" * 30000 + b"]" * 30000: "nests deeper than YAML can be read",
+    b"- seed\n- 42\n": "params.yaml: expected a mapping of keys, got ['seed', 42]",
+    b"42\n": "params.yaml: expected a mapping of keys, got 42",
+    b"train:\n\tepochs: 3\n": "found character '\\t' that cannot start any token",
+    b"seed: 2024-01-01\n": "seed: '2024-01-01' is not a number",  # dates stay text
+    b"train:\n  learning_rate: .inf\n": "train.learning_rate: inf is not a number",
+    b"model:\n  dropout: .nan\n": "model.dropout: nan is not a number",
+    b"model:\n  dropout: null\n": "model.dropout: null is not a value here; give one, or leave the key out",
+    b"train: null\n": "train: null is not a value here",
+    b"seed: !!python/object:os.system x\n": "could not determine a constructor",
+}
+
+
+@pytest.mark.parametrize("text, message", ODD_FILES.items(), ids=range(len(ODD_FILES)))
+def test_odd_files_are_refused_in_one_line_naming_the_file_and_key(tmp_path, text, message):
+    assert message in load_error(tmp_path, text)
+
+
+def test_a_bom_is_read_and_a_layer_null_takes_the_model_wide_value(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"\xef\xbb\xbfmodel: {architecture: custom, layers: [{type: Dense, units: 4, kernel_l2: null}]}\n")
+    assert params.load(path).model.layers[0].kernel_l2 is None  # documented: null takes model.l2
+
+
+@pytest.mark.parametrize("command", [["-m", "notmnist", "params"], ["-m", "stages.check"]])
+def test_an_odd_file_exits_2_with_one_error_line_from_the_command_and_the_stage(tmp_path, command):
+    (tmp_path / "params.yaml").write_bytes(b"1: x\n")
+    args = [sys.executable, *command, str(tmp_path / "params.yaml")] + [str(tmp_path / "ok")] * (
+        command[1] != "notmnist"
+    )
+    result = run(args, REPO, check=False)
+    assert (result.returncode, result.stderr.count("\n")) == (2, 1), result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path / 'params.yaml'} line 1: key 1 is not a name")
 
 
 def test_yaml_errors_name_the_file_and_line(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from helpers import REPO, UNDO, glyph_members, make_project, ran_stages, real_members, run, set_params, write_tar
-from notmnist.core import config, contract
+from notmnist.core import contract, records
 from notmnist.core.runtime import PipelineError
 
 slow = pytest.mark.slow
@@ -311,11 +311,11 @@ def test_the_check_stage_refuses_a_bad_file_and_writes_constant_bytes_for_any_go
 def test_a_rewritten_params_file_is_caught_before_saving(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("seed: 1\n")
-    started_with = config.fingerprint(path)
-    config.refuse_changed(started_with, path)  # unchanged: no error
+    started_with = records.fingerprint(path)
+    records.refuse_changed(started_with, path)  # unchanged: no error
     path.write_text("seed: 2\n")
     with pytest.raises(PipelineError, match="changed while this stage ran.*nothing was saved.*dvc exp run --queue"):
-        config.refuse_changed(started_with, path)
+        records.refuse_changed(started_with, path)
 
 
 def test_grade_refuses_an_output_that_is_one_of_its_inputs(tmp_path):

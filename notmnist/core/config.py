@@ -1,12 +1,8 @@
-"""params.yaml -> one frozen, typed Params object: the one schema (types, ranges, names, defaults).
-
-`load()` checks the whole file before any work; each pydantic error becomes one line naming the key, the
-value and what is allowed. Whether the network fits the image and the memory is asked of the model Keras
-builds (models.network_errors, run by the check stage and `notmnist params`).
-"""
+"""params.yaml -> one frozen, typed Params object: the one schema (types, ranges, names, defaults). `load()`
+checks the whole file before any work, each problem one line naming the key, the value and what is allowed
+(whether the network fits is models.network_errors')."""
 
 import difflib
-import hashlib
 import math
 import re
 from functools import partial
@@ -172,22 +168,13 @@ class Params(_Strict):
 
 
 # Keras 1 names from the practical's text -> the name to use instead.
-KERAS1_NAMES = {
-    "nb_epoch": "train.epochs",
-    "lr": "train.learning_rate",
-    "border_mode": "padding",
-    "W_regularizer": "kernel_l2 (or model.l2)",
-    "b_regularizer": "bias_l2 (or model.l2)",
-    "nb_filter": "filters",
-    "nb_row": "kernel_size",
-    "nb_col": "kernel_size",
-    "subsample": "strides",
-    "output_dim": "units",
-    "p": "rate",
-    "Convolution2D": "Conv2D",
-    "init": "kernel_initializer (or model.init)",
-    "alpha": "negative_slope (LeakyReLU)",
-}
+KERAS1_NAMES = dict(
+    pair.split("=")
+    for pair in "nb_epoch=train.epochs;lr=train.learning_rate;border_mode=padding;W_regularizer=kernel_l2 (or model.l2);"
+    "b_regularizer=bias_l2 (or model.l2);nb_filter=filters;nb_row=kernel_size;nb_col=kernel_size;subsample=strides;"
+    "output_dim=units;p=rate;Convolution2D=Conv2D;init=kernel_initializer (or model.init);"
+    "alpha=negative_slope (LeakyReLU)".split(";")
+)
 
 
 def section_of(field):
@@ -255,6 +242,8 @@ def _message(error):
     if name in KERAS1_NAMES and kind == "extra_forbidden" or tag in KERAS1_NAMES:
         old = tag or name
         return f"{key}{'.type' if tag else ''}: '{old}' is a Keras 1 name; use {KERAS1_NAMES[old]} instead"
+    if value is None and kind != "missing":
+        return f"{key}: null is not a value here; give one, or leave the key out for its default"
     if kind == "extra_forbidden":
         valid = [k for k in model.model_fields if k != "type"]
         hint = _did_you_mean(name, valid, f"{parent}." if parent else "")
@@ -302,8 +291,14 @@ def validate(raw):
     return params
 
 
-class _NoAliases(yaml.SafeLoader):
-    """PyYAML's SafeLoader without aliases: 14 lines of them can expand to gigabytes."""
+class _Loader(yaml.SafeLoader):
+    """PyYAML's SafeLoader without aliases (14 lines of them can expand to gigabytes), with names for keys
+    and dates read as text (`seed: 2024-01-01` is then named as it is written)."""
+
+    yaml_implicit_resolvers = {
+        first: [rule for rule in rules if rule[0] != "tag:yaml.org,2002:timestamp"]
+        for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -314,44 +309,34 @@ class _NoAliases(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node, deep=False):
+        for key, _ in node.value:
+            if key.tag != "tag:yaml.org,2002:str":
+                shown = self.buffer[key.start_mark.index : key.end_mark.index]  # as written
+                raise ParamsError(
+                    f"{self.name} line {key.start_mark.line + 1}: key {shown} is not a name; "
+                    "keys are names such as seed or train (docs/parameters.md)"
+                )
+        return super().construct_mapping(node, deep)
+
 
 def load(path="params.yaml"):
     """The params file read and checked as every stage does: the YAML, then validate(). Duplicate keys are
     DVC's to refuse: it reads params.yaml itself before any stage runs."""
     try:
-        loader = _NoAliases(Path(path).read_bytes())
+        text = Path(path).read_bytes().decode()
     except OSError as error:
         raise ParamsError(f"{path}: {error.strerror}; run from the repository root") from None
-    loader.name = str(path)  # named in the marks of YAML errors
+    except UnicodeDecodeError as error:
+        raise ParamsError(f"{path} is not UTF-8 text (byte {error.start} is not); save it as UTF-8") from None
     try:
+        loader = _Loader(text)
+        loader.name = str(path)  # named in the marks of YAML errors
         raw = loader.get_single_data()
     except yaml.YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {error}") from None
     except RecursionError:
         raise ParamsError(f"{path} nests deeper than YAML can be read; params.yaml nests 5 levels") from None
-    finally:
-        loader.dispose()
     if raw is None:
         raise ParamsError(f"{path} is empty; copy the defaults from git: git checkout params.yaml")
     return validate(raw)
-
-
-def fingerprint(path="params.yaml"):
-    """A digest of the params file's bytes: taken when a stage starts, before it loads its settings."""
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return None
-
-
-def refuse_changed(started_with, path="params.yaml"):
-    """Call just before a stage saves. A changed params file means someone rewrote it while the stage ran (a
-    second `dvc exp run -S` rewrites it before it finds DVC's lock taken): nothing is saved, since the outputs
-    would not match the parameters DVC records."""
-    if fingerprint(path) != started_with:
-        raise ParamsError(
-            f"{path} changed while this stage ran (a second `dvc exp run` in this workspace, or an editor); "
-            "nothing was saved, since the results would mix two sets of parameters. Run one experiment at a "
-            "time in a workspace: queue the others with `dvc exp run --queue -S ...` and `dvc queue start`; "
-            "return to the last commit with `notmnist restore`"
-        )
