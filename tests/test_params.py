@@ -311,7 +311,7 @@ def test_a_single_alias_is_refused_too(tmp_path):
 ODD_FILES = {  # what PyYAML or pydantic would turn into a traceback or a puzzle -> the line users see
     b"seed: 4\xff2\n": "params.yaml is not UTF-8 text (byte 7 is not); save it as UTF-8",
     bytes(range(256)): "params.yaml is not UTF-8 text (byte 128 is not)",
-    b"seed: 4\x002\n": "params.yaml is not valid YAML: unacceptable character #x0000",
+    b"seed: 4\x002\n": "params.yaml is not valid YAML, line 1: unacceptable character #x0000",
     b"1: x\n": "params.yaml line 1: key 1 is not a name; keys are names such as seed or train",
     b"null: 3\n": "params.yaml line 1: key null is not a name",
     b"[a]: b\n": "params.yaml line 1: key [a] is not a name",
@@ -333,7 +333,8 @@ ODD_FILES = {  # what PyYAML or pydantic would turn into a traceback or a puzzle
 
 @pytest.mark.parametrize("text, message", ODD_FILES.items(), ids=range(len(ODD_FILES)))
 def test_odd_files_are_refused_in_one_line_naming_the_file_and_key(tmp_path, text, message):
-    assert message in load_error(tmp_path, text)
+    error = load_error(tmp_path, text)
+    assert message in error and len(error.removeprefix("invalid params.yaml:\n").splitlines()) == 1, error
 
 
 def test_a_bom_is_read_and_a_layer_null_takes_the_model_wide_value(tmp_path):

@@ -333,8 +333,11 @@ def load(path="params.yaml"):
         loader = _Loader(text)
         loader.name = str(path)  # named in the marks of YAML errors
         raw = loader.get_single_data()
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path} is not valid YAML: {error}") from None
+    except yaml.YAMLError as error:  # one line: where, then PyYAML's words
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line if mark else text.count("\n", 0, getattr(error, "position", 0))  # a bad character's line
+        words = ", ".join(filter(None, [getattr(error, "context", None), getattr(error, "problem", None)]))
+        raise ParamsError(f"{path} is not valid YAML, line {line + 1}: {words or str(error).splitlines()[0]}") from None
     except RecursionError:
         raise ParamsError(f"{path} nests deeper than YAML can be read; params.yaml nests 5 levels") from None
     if raw is None:
