@@ -34,25 +34,17 @@ def misclassified_grid(images, labels, probabilities, total_wrong):
     font = ImageFont.load_default(size=14)  # Pillow's bundled font: no dependency on system fonts
     canvas = Image.new("RGB", grid_size(len(images)), "white")
     draw = ImageDraw.Draw(canvas)
-    title = (
-        f"{len(images)} of {total_wrong} misclassified validation glyphs, most confident first"
-        if total_wrong
-        else "no misclassified validation glyphs"
-    )
-    draw.text((8, 8), title, fill="black", font=font)
+    title = f"{len(images)} of {total_wrong} misclassified validation glyphs, most confident first"
+    draw.text((8, 8), title if total_wrong else "no misclassified validation glyphs", fill="black", font=font)
     for i, (image, label, probs) in enumerate(zip(images, labels, probabilities)):
         left = (i % GRID_COLUMNS) * CELL_WIDTH + 8
         top = HEADER_HEIGHT + (i // GRID_COLUMNS) * CELL_HEIGHT
         pixels = np.clip(np.rint(np.asarray(image).reshape(28, 28) * 255), 0, 255).astype(np.uint8)
         canvas.paste(Image.fromarray(pixels, "L").resize((28 * ZOOM, 28 * ZOOM), Image.NEAREST), (left, top))
         predicted = int(np.argmax(probs))
-        draw.text((left, top + 28 * ZOOM + 3), f"true {LETTERS[label]}", fill="black", font=font)
-        draw.text(
-            (left, top + 28 * ZOOM + 20),
-            f"pred {LETTERS[predicted]} {probs[predicted]:.2f}",
-            fill=(200, 0, 0),
-            font=font,
-        )
+        below = top + 28 * ZOOM
+        draw.text((left, below + 3), f"true {LETTERS[label]}", fill="black", font=font)
+        draw.text((left, below + 20), f"pred {LETTERS[predicted]} {probs[predicted]:.2f}", fill=(200, 0, 0), font=font)
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")  # Pillow writes no timestamp: the bytes depend on the pixels only
     return buffer.getvalue()

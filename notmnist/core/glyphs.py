@@ -8,7 +8,7 @@ import struct
 import tarfile
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,8 @@ class Glyphs:
     images: np.ndarray  # uint8 (N, 28, 28), white glyph on black
     labels: np.ndarray  # uint8 (N,), A=0 ... J=9
     names: np.ndarray  # str (N,), "<letter>/<file name>"
-    skipped: list = field(default_factory=list)  # the first MAX_LISTED_SKIPS [{"name": ..., "reason": ...}]
-    skipped_reasons: Counter = field(default_factory=Counter)  # reason -> count, over every skipped member
+    skipped: list  # the first MAX_LISTED_SKIPS [{"name": ..., "reason": ...}]
+    skipped_reasons: Counter  # reason -> count, over every skipped member
 
 
 class BadGlyph(ValueError):
@@ -60,9 +60,7 @@ def decode_png(data: bytes) -> np.ndarray:
         image = pyspng.load(data)
     except (RuntimeError, ValueError) as error:
         raise BadGlyph(f"corrupt PNG ({error})") from None
-    if image.shape != IMAGE_SHAPE or image.dtype != np.uint8:  # the header said so; read_glyphs relies on it
-        raise BadGlyph(f"decoded to {image.dtype} {image.shape}, expected uint8 28x28")
-    return image
+    return image  # uint8 (28, 28): pyspng decodes to the format the header states
 
 
 def letter_of(name: str):
@@ -101,22 +99,6 @@ _Unreadable = type("_Unreadable", (Exception,), {})  # a corrupt or cut archive 
 PAX_RECORD = re.compile(rb"(\d+) [^=\n]+=")  # "<length> <key>=<value>\n", the length counting the whole record
 
 
-class _Replay:
-    """A file whose first read returns bytes already read, then reads on from the real file."""
-
-    def __init__(self, first, rest):
-        self.first, self.rest = first, rest
-
-    def read(self, size):
-        if self.first:
-            data, self.first = self.first[:size], self.first[size:]
-            return data
-        return self.rest.read(size)
-
-    def __getattr__(self, name):  # tell() and the like, asked once the first bytes are read
-        return getattr(self.rest, name)
-
-
 class _Header(tarfile.TarInfo):
     """Refuses unknown types, oversized pax/GNU headers (before tarfile reads them), too many or too deeply chained
     headers; header errors become _Unreadable, where tarfile would stop quietly. Subclassed per archive."""
@@ -147,11 +129,14 @@ class _Header(tarfile.TarInfo):
             if not found or end < found.end() + 1 or end > len(records) or records[end - 1] != 10:
                 raise _Unreadable(f"a pax header's record at byte {pos} is malformed")
             pos = end
-        real, tar.fileobj = tar.fileobj, _Replay(data, tar.fileobj)
-        try:
-            return super()._proc_pax(tar)
-        finally:
-            tar.fileobj = real
+        stream = tar.fileobj
+
+        def replay(size):  # tarfile's own first read of the header: the bytes read above, then the stream's read
+            del stream.read
+            return data
+
+        stream.read = replay
+        return super()._proc_pax(tar)
 
     @classmethod
     def fromtarfile(cls, tar):
@@ -162,8 +147,6 @@ class _Header(tarfile.TarInfo):
             return super().fromtarfile(tar)
         except tarfile.EOFHeaderError:
             raise  # the zero block that ends the archive: tarfile stops, _tar_members checks the rest
-        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError):
-            raise _Unreadable("it ends without an end-of-archive marker") from None
         except tarfile.HeaderError as error:
             raise _Unreadable(str(error)) from None
         finally:

@@ -27,13 +27,13 @@ def atomic_path(path, folder=False):
     path = Path(path)
     _refuse_to_replace(path, folder, link_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".tmp-{path.name}-"
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix) if folder else _mkstemp(path, prefix))
-    os.chmod(tmp, 0o755 if folder else 0o644)  # mkstemp's 0600 would hide outputs from a shared cache's users
+    workspace = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
+    tmp = workspace if folder else workspace / path.name  # a file keeps its name: writers go by the suffix
     try:
         yield tmp
+        os.chmod(tmp, 0o755 if folder else 0o644)  # not mkdtemp's 0700, which hides outputs from a shared cache's users
         if folder:
-            old = path.with_name(f"{prefix}old")
+            old = path.with_name(f".tmp-{path.name}-old")
             shutil.rmtree(old, ignore_errors=True)  # left by a writer killed between the two renames
             if path.exists():
                 os.replace(path, old)
@@ -51,17 +51,7 @@ def atomic_path(path, folder=False):
             raise PipelineError(f"no space left on the device while writing {path}; free some disk and rerun") from None
         raise
     finally:
-        if folder:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-
-
-def _mkstemp(path, prefix):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix="".join(path.suffixes))
-    os.close(fd)
-    return tmp
+        shutil.rmtree(workspace, ignore_errors=True)
 
 
 def write_bytes(path, data: bytes):
@@ -124,14 +114,14 @@ def load_arrays(path, expect):
     return arrays
 
 
-KINDS = {"-": "a file", "d": "a folder", "l": "a symbolic link", "p": "a FIFO", "s": "a socket", "c": "a device"}
+KINDS = {"-": "a file", "d": "a folder", "l": "a symbolic link", "p": "a FIFO", "s": "a socket"}
 
 
 def _refuse_to_replace(path, folder, link_ok):
     """Replace only what the output is (a file or a folder) or, if `link_ok`, a link (DVC's link cache types)."""
     wanted = "a folder" if folder else "a file"
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # nothing there
-        kind = KINDS.get(stat.filemode(os.lstat(path).st_mode)[0], "a device")  # "b": a block device
+        kind = KINDS.get(stat.filemode(os.lstat(path).st_mode)[0], "a device")  # "b", "c": block, character
         if kind != wanted and not (link_ok and kind == "a symbolic link"):
             raise PipelineError(
                 f"cannot write {path}: it is {kind}, and this output is {wanted}; "
@@ -166,11 +156,11 @@ def check_outputs(inputs, outputs, folders=()):
         for source, what in _protected(inputs, output):
             into = source.resolve()
             hard_link = out.exists() and into.exists() and out.samefile(into)
-            if hard_link or into in (out, *out.parents) or out in into.parents:
+            if hard_link or out.is_relative_to(into) or into.is_relative_to(out):
                 raise PipelineError(
                     f"{output} is, holds or lies inside {what}; writing it would destroy that: choose another output path"
                 )
-        existing = output if folder else output.parent
+        existing = output.parent  # where atomic_path writes, a file or a folder
         while not existing.exists():  # the writers create missing folders; '.' always exists
             existing = existing.parent
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):

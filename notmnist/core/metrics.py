@@ -9,12 +9,12 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from notmnist.core.contract import LETTERS, NUM_CLASSES
 
 
-def wilson_interval(correct, total, confidence=0.95):
-    """(low, high): the Wilson score interval of a proportion `correct` of `total`, without continuity
+def wilson_interval(correct, total):
+    """(low, high): the 95% Wilson score interval of a proportion `correct` of `total`, without continuity
     correction; unlike the normal approximation it stays inside [0, 1] near 0% and 100%."""
     if not total:
         return float("nan"), float("nan")
-    interval = binomtest(int(correct), int(total)).proportion_ci(confidence, method="wilson")
+    interval = binomtest(int(correct), int(total)).proportion_ci(0.95, method="wilson")
     return float(interval.low), float(interval.high)
 
 
@@ -22,10 +22,10 @@ def scores(probabilities, labels):
     """Accuracy with its 95% Wilson interval, and mean cross-entropy, of predicted class
     probabilities against integer labels."""
     picked = probabilities[np.arange(len(labels)), labels]
-    correct = int(np.sum(probabilities.argmax(axis=1) == labels))
-    low, high = wilson_interval(correct, len(labels))
+    right = probabilities.argmax(axis=1) == labels
+    low, high = wilson_interval(right.sum(), len(labels))
     return {
-        "accuracy": round(float(np.mean(probabilities.argmax(axis=1) == labels)), 6),
+        "accuracy": round(float(np.mean(right)), 6),
         "accuracy_low": round(low, 6),
         "accuracy_high": round(high, 6),
         "loss": round(float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0)))), 6),

@@ -1,10 +1,4 @@
-"""The leak-free split: pure functions on arrays, no files.
-
-Images with identical pixels (and, with data.group_by_font, all letters of one font) form one
-group, and a group never straddles two splits, so no glyph in validation or test has a copy in
-training. Pixel arrays found under more than one letter are dropped and counted. Groups go, in
-seeded random order, to the split whose per-class counts lag furthest behind its target.
-"""
+"""The leak-free split (docs/split.md): pure functions on arrays, no files."""
 
 import hashlib
 import math
@@ -26,13 +20,9 @@ def pixel_keys(images):
 
 def conflicting(keys, labels):
     """Mask of images whose exact pixels also appear under another label."""
-    pairs = np.unique(np.stack([np.unique(keys, return_inverse=True)[1], labels]), axis=1)
-    multi = np.flatnonzero(np.bincount(pairs[0]) > 1)
-    return np.isin(np.unique(keys, return_inverse=True)[1], multi)
-
-
-def font_of(names):
-    return np.array([str(name).rsplit("/", 1)[-1] for name in names])
+    key_ids = np.unique(keys, return_inverse=True)[1]
+    pairs = np.unique(np.stack([key_ids, labels]), axis=1)
+    return np.isin(key_ids, np.flatnonzero(np.bincount(pairs[0]) > 1))
 
 
 def groups(keys, fonts=None):
@@ -80,58 +70,50 @@ def split_plan(images, labels, names, data):
         )
     labels, names, keys = labels[keep], names[keep], keys[keep]
     fractions = np.array([1 - data.val_fraction - data.test_fraction, data.val_fraction, data.test_fraction])
-    group_ids = groups(keys, font_of(names) if data.group_by_font else None)
+    fonts = np.array([str(name).rsplit("/", 1)[-1] for name in names]) if data.group_by_font else None
+    group_ids = groups(keys, fonts)
     split_of = assign_splits(group_ids, labels, fractions, data.split_seed)
-    check_coverage(labels, split_of, group_ids, data)
+    counts = np.zeros((len(SPLITS), NUM_CLASSES), dtype=np.int64)  # images per split and letter
+    np.add.at(counts, (split_of, labels), 1)
+    check_coverage(counts, len(np.unique(group_ids)), data)
     summary = {
         "images_in": int(len(keep)),
         "dropped_conflicting_labels": int(dropped.sum()),
         "distinct_pixel_arrays": int(len(np.unique(keys))),
-        "split_sizes": {split: int(np.sum(split_of == index)) for index, split in enumerate(SPLITS)},
-        "per_class": {
-            split: {letter: int(np.sum(labels[split_of == index] == i)) for i, letter in enumerate(LETTERS)}
-            for index, split in enumerate(SPLITS)
-        },
+        "split_sizes": {split: int(counts[index].sum()) for index, split in enumerate(SPLITS)},
+        "per_class": {split: dict(zip(LETTERS, counts[index].tolist())) for index, split in enumerate(SPLITS)},
     }
     return keep, split_of, summary
 
 
-def check_coverage(labels, split_of, group_ids, data):
-    """Refuse an empty split, or a split without a letter that the data has: naming what is missing,
-    the counts, and the fix that can work."""
-    distinct = len(np.unique(group_ids))
-    for index, split in enumerate(SPLITS):
-        if np.any(split_of == index):
-            continue
-        if distinct < len(SPLITS):
-            grouping = "one font (data.group_by_font)" if data.group_by_font else "identical pixels"
-            raise PipelineError(
-                f"{split} split is empty: the {len(labels)} images form only {distinct} group(s) of "
-                f"{grouping}, and a group never straddles two splits, so larger fractions cannot "
-                "help; add images with distinct pixels"
-            )
+def check_coverage(counts, distinct, data):
+    """Refuse an empty split, or a split without a letter that the data has (`counts`: images per split and
+    letter, from `distinct` groups): naming what is missing, the counts, and the fix that can work."""
+    images = counts.sum()
+    empty = [split for split, size in zip(SPLITS, counts.sum(axis=1)) if not size]
+    if empty and distinct < len(SPLITS):
+        grouping = "one font (data.group_by_font)" if data.group_by_font else "identical pixels"
         raise PipelineError(
-            f"{split} split is empty: {len(labels)} images are too few for data.val_fraction="
+            f"{empty[0]} split is empty: the {images} images form only {distinct} group(s) of "
+            f"{grouping}, and a group never straddles two splits, so larger fractions cannot "
+            "help; add images with distinct pixels"
+        )
+    if empty:
+        raise PipelineError(
+            f"{empty[0]} split is empty: {images} images are too few for data.val_fraction="
             f"{data.val_fraction} and data.test_fraction={data.test_fraction}; "
             "use more images or larger fractions"
         )
-    counts = np.zeros((len(SPLITS), NUM_CLASSES), dtype=np.int64)
-    np.add.at(counts, (split_of, labels), 1)
-    smallest = min(data.val_fraction, data.test_fraction)
-    for letter_index in np.flatnonzero(counts.sum(axis=0)):
-        missing = [split for index, split in enumerate(SPLITS) if counts[index, letter_index] == 0]
-        if missing:
-            letter = LETTERS[letter_index]
+    for letter, per_split in zip(LETTERS, counts.T):
+        missing = [split for split, count in zip(SPLITS, per_split) if not count]
+        if per_split.any() and missing:
+            listed = ", ".join(f"{split} {count}" for split, count in zip(SPLITS, per_split))
             raise PipelineError(
-                f"letter {letter} has {counts[:, letter_index].sum()} image(s) ({_counts(counts[:, letter_index])}), "
-                f"none in {' or '.join(missing)}, so {letter} could not be scored there: add images of {letter} "
-                f"(about {math.ceil(1 / smallest)} distinct ones at data.val_fraction={data.val_fraction} and "
-                f"data.test_fraction={data.test_fraction}) or raise those fractions"
+                f"letter {letter} has {per_split.sum()} image(s) ({listed}), none in {' or '.join(missing)}, "
+                f"so {letter} could not be scored there: add images of {letter} (about "
+                f"{math.ceil(1 / min(data.val_fraction, data.test_fraction))} distinct ones at data.val_fraction="
+                f"{data.val_fraction} and data.test_fraction={data.test_fraction}) or raise those fractions"
             )
-
-
-def _counts(per_split):
-    return ", ".join(f"{split} {int(count)}" for split, count in zip(SPLITS, per_split, strict=True))
 
 
 def coverage_warnings(summary):
