@@ -1,4 +1,4 @@
-"""Every file the project writes goes through here: atomic (temporary file, fsync, rename) and
+"""Every file the project writes goes through here: atomic (written in a temporary folder beside it, fsync, rename) and
 byte-reproducible (fixed zip dates). Also the one .npz reader, and the tools' output-path checks."""
 
 import contextlib
