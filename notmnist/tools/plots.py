@@ -9,51 +9,20 @@ and writes index.html showing them all inline (no scripts, no links out).
 
 import base64
 import html
-import json
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 from notmnist.core.io import check_outputs, write_bytes
-from notmnist.core.runtime import PipelineError
-
-
-def plot_specs(revisions):
-    """DVC's plots as {name: [{"type": "vega", "content": spec} or {"type": "image", "url": path}, ...]}."""
-    command = ["dvc", "plots", "diff", *revisions, "--json"] if revisions else ["dvc", "plots", "show", "--json"]
-    result = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise PipelineError(f"`{' '.join(command)}` failed: {(result.stderr or result.stdout).strip()}")
-    try:
-        answer = json.loads(result.stdout)
-    except json.JSONDecodeError:
-        raise PipelineError(f"`{' '.join(command)}` did not print JSON: {result.stdout[:200]!r}") from None
-    if answer.get("errors"):
-        raise PipelineError(
-            f"dvc could not read some plots: {json.dumps(answer['errors'])[:500]}; run `dvc repro` first"
-        )
-    if not answer.get("data"):
-        raise PipelineError("dvc found no plots; run from the repository root after `dvc repro`")
-    return answer["data"]
-
-
-def slug(name):
-    """A plot name or path -> a file name: 'metrics/plots/confusion.json' -> 'metrics_plots_confusion'."""
-    return re.sub(r"[^A-Za-z0-9]+", "_", re.sub(r"\.(json|tsv|csv|yaml|png|jpe?g|svg)$", "", name)).strip("_").lower()
+from notmnist.tools.revisions import draw, plot_specs, slug
 
 
 def render(plots, out_dir):
     """Write every plot into `out_dir`, saying which files, then index.html showing them all."""
-    import vl_convert
-
     sections = []
     for name, entries in plots.items():
         outputs, body = {}, []
         for entry in entries:
-            if entry["type"] == "vega":  # allowed_base_urls=[]: vl-convert may fetch nothing
-                svg = vl_convert.vegalite_to_svg(entry["content"], allowed_base_urls=[])
-                png = vl_convert.vegalite_to_png(entry["content"], scale=2, allowed_base_urls=[])  # for dense screens
+            if entry["type"] == "vega":
+                svg, png = draw(entry["content"])
                 outputs |= {f"{slug(name)}.svg": svg.encode(), f"{slug(name)}.png": png}
                 body.append(svg)
             else:  # "image", the only other type DVC gives

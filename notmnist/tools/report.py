@@ -10,14 +10,12 @@ import json
 import subprocess
 from pathlib import Path
 
-import vl_convert
 import yaml
 
 from notmnist.core.io import atomic_path, check_outputs
 from notmnist.core.metrics import mcnemar
 from notmnist.core.runtime import PipelineError
-from notmnist.tools import plots
-from notmnist.tools.revisions import MODEL_IN_REPO, on_split
+from notmnist.tools.revisions import MODEL_IN_REPO, draw, on_split, plot_specs, slug
 
 TEST = Path("data/processed/test.npz")
 PLOTS = ("Accuracy per epoch", "Loss per epoch", "metrics/plots/confusion.json")  # their names in dvc.yaml
@@ -86,10 +84,10 @@ def run(args):
     changed = "; ".join(f"{key}: " + ", ".join(f"{n} {d.get(key)}" for n, d in data.items()) for key in keys)
     labels, _, (a, b) = on_split((args.base, args.exp or MODEL_IN_REPO), TEST)
     paired = {"images": len(labels), **mcnemar(a.argmax(axis=1) == labels, b.argmax(axis=1) == labels)}
-    specs = plots.plot_specs(list(filter(None, revisions)))  # plots' public function: DVC's specs, errors named
-    images = {f"{plots.slug(name)}.png": specs[name][0]["content"] for name in PLOTS if name in specs}
+    specs = plot_specs(list(filter(None, revisions)))
+    images = {f"{slug(name)}.png": draw(specs[name][0]["content"]) for name in PLOTS if name in specs}
     with atomic_path(args.out, folder=True) as folder:
-        for file, spec in images.items():
-            (folder / file).write_bytes(vl_convert.vegalite_to_png(spec, scale=2, allowed_base_urls=[]))
+        for file, (_, png) in images.items():
+            (folder / file).write_bytes(png)
         (folder / "report.md").write_text(markdown(names, metrics, paired, list(images), changed))
     print(f"report: wrote {args.out / 'report.md'} and {len(images)} PNG files beside it")

@@ -1,5 +1,8 @@
-"""What compare and average share: models named by file, experiment or Git revision, scored on one split."""
+"""What several tools share: models named by file, experiment or Git revision, scored on one split (compare,
+average, report); DVC's plots at revisions, drawn with no network (plots, report)."""
 
+import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,3 +49,32 @@ def accuracy(found, split):
     return (
         f"accuracy on {split} {found['accuracy']:.4f} (95% CI {found['accuracy_low']:.4f}-{found['accuracy_high']:.4f})"
     )
+
+
+def plot_specs(revisions):
+    """DVC's plots as {name: [{"type": "vega", "content": spec} or {"type": "image", "url": path}, ...]}."""
+    command = ["dvc", "plots", "diff", *revisions, "--json"] if revisions else ["dvc", "plots", "show", "--json"]
+    result = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PipelineError(f"`{' '.join(command)}` failed: {(result.stderr or result.stdout).strip()}")
+    answer = json.loads(result.stdout)
+    if answer.get("errors"):
+        raise PipelineError(
+            f"dvc could not read some plots: {json.dumps(answer['errors'])[:500]}; run `dvc repro` first"
+        )
+    if not answer.get("data"):
+        raise PipelineError("dvc found no plots; run from the repository root after `dvc repro`")
+    return answer["data"]
+
+
+def slug(name):
+    """A plot name or path -> a file name: 'metrics/plots/confusion.json' -> 'metrics_plots_confusion'."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", re.sub(r"\.(json|tsv|csv|yaml|png|jpe?g|svg)$", "", name)).strip("_").lower()
+
+
+def draw(spec):
+    """A Vega-Lite spec -> (SVG text, PNG at twice the size, for dense screens); allowed_base_urls=[]: no fetching."""
+    import vl_convert
+
+    svg = vl_convert.vegalite_to_svg(spec, allowed_base_urls=[])
+    return svg, vl_convert.svg_to_png(svg, scale=2)
