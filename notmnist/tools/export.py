@@ -105,6 +105,4 @@ def run(args):
             )
         report = {"checked_images": len(x), "check_source": str(args.check), "bytes": sizes}
         write_json(tmp / "export.json", {**report, "agreement_with_keras": agree})
-    print(
-        f"export: wrote saved_model/, model.tflite, export.json in {args.out_dir}; all agree with Keras on {len(x)} real glyphs"
-    )
+    print(f"export: wrote {args.out_dir}; all agree with Keras on {len(x)} real glyphs")

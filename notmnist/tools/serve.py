@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from aiohttp import web
 
-from notmnist.core.contract import LETTERS, load_model, scale
+from notmnist.core.contract import LETTERS, check_model_file, load_model, scale
 from notmnist.core.glyphs import BadGlyph, looks_inverted
-from notmnist.core.runtime import PipelineError, quiet_tensorflow
+from notmnist.core.runtime import PipelineError
 from notmnist.tools.images import MAX_SIDE, load_image, top_letters
 
-PAGE = Path(__file__).with_name("serve_page.html")
 MAX_IMAGES = 256  # per request
 CHUNK = 128  # images per model call: the packaged model runs 9 shifted copies of each
 SIGNATURES = ("letters", "serving_default", "serve")  # the default; then the SavedModel's: bare probabilities
@@ -111,8 +111,6 @@ def identity(path, metrics=None):
 
 
 def make_app(model, name, model_identity, max_body=4 << 20, max_pending=64, read_timeout=10.0, max_batch=256):
-    from aiohttp import web
-
     queue, model_thread, pending = asyncio.Queue(), ThreadPoolExecutor(1, thread_name_prefix="model"), 0
 
     def predict_chunks(x):
@@ -152,9 +150,7 @@ def make_app(model, name, model_identity, max_body=4 << 20, max_pending=64, read
             return await handler(request)
         except Refused as error:
             status, message = error.args
-        except web.HTTPException as error:
-            if error.status < 400:
-                raise
+        except web.HTTPException as error:  # 404, 405, 413: no handler raises a redirect
             limit = f"at most {max_body:,} bytes a request (--max-body)" if error.status == 413 else ""
             status, message = error.status, f"{error.text}; {limit or f'endpoints: {endpoints}'}"
         except ConnectionError:  # the client went away mid-request: nobody to answer
@@ -164,9 +160,8 @@ def make_app(model, name, model_identity, max_body=4 << 20, max_pending=64, read
             status, message = 500, f"internal error ({type(error).__name__}: {error}); the server goes on"
         finally:
             pending -= counted
-        return web.json_response(
-            {"error": message}, status=status, headers={"Retry-After": "1"} if status == 429 else None
-        )
+        headers = {"Retry-After": "1"} if status == 429 else None
+        return web.json_response({"error": message}, status=status, headers=headers)
 
     async def body(read):
         try:
@@ -216,7 +211,7 @@ def make_app(model, name, model_identity, max_body=4 << 20, max_pending=64, read
     app.router.add_post(model_route + ":predict", status)
     app.router.add_post("/upload", upload)
     app.router.add_get("/healthz", lambda request: web.json_response({"status": "ok"}))
-    page = PAGE.read_text().replace("{{name}}", name)
+    page = Path(__file__).with_name("serve_page.html").read_text().replace("{{name}}", name)
     app.router.add_get("/", lambda request: web.Response(text=page, content_type="text/html"))
     return app
 
@@ -234,15 +229,10 @@ def add_arguments(parser):
 
 
 def run(args):
-    for path in (args.model_path, args.metrics):
-        if path and not path.is_file():
-            raise PipelineError(f"{path} not found; train a model with `dvc repro`, or give the file's path")
-    quiet_tensorflow()
-    from aiohttp import web
-
+    check_model_file(args.model_path)  # a missing model or --metrics file is named before TensorFlow loads
+    found = identity(args.model_path, args.metrics)
     model = load_model(args.model_path)
     model.predict_on_batch(np.zeros((1, 28, 28, 1), np.float32))  # compile now, not on the first request
-    found = identity(args.model_path, args.metrics)
     app = make_app(model, args.name, found, args.max_body, args.max_pending, args.read_timeout, args.max_batch)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"serve: on {args.host} anyone who reaches it can use it (no authentication, no TLS)", file=sys.stderr)
