@@ -46,9 +46,8 @@ def on_split(specs, split):
 
 def accuracy(found, split):
     """'accuracy on SPLIT 0.9700 (95% CI 0.9600-0.9800)' from metrics.scores()."""
-    return (
-        f"accuracy on {split} {found['accuracy']:.4f} (95% CI {found['accuracy_low']:.4f}-{found['accuracy_high']:.4f})"
-    )
+    low, high = found["accuracy_low"], found["accuracy_high"]
+    return f"accuracy on {split} {found['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f})"
 
 
 def plot_specs(revisions):
