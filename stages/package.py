@@ -25,9 +25,10 @@ def main():
     settings = config.load()
     records.refuse_mixed(args.network_path, settings, records.TRAINED_BY, "train")
     shift = settings.package.tta_shift
-    from notmnist.core.models import save_model, with_shifts
+    network = load_model(args.network_path)
+    from notmnist.core.models import save_model, with_shifts  # after load_model has quieted TensorFlow's start-up
 
-    model = with_shifts(load_model(args.network_path), shift)
+    model = with_shifts(network, shift)
     records.refuse_changed(started_with)
     save_model(model, args.model_path)
     records.stamp(args.model_path, settings, records.PACKAGED_BY)  # what evaluate checks
