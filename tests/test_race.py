@@ -64,7 +64,7 @@ def lies(repo, name, record):
         return
     stamp_path, made, sections = checks[name]
     stamp = json.loads(cached(repo, found[stamp_path]))
-    if stamp["params"] != records._flat({key: params[key] for key in sections}):
+    if stamp["params"] != records.flat({key: params[key] for key in sections}):
         yield f"{name}: recorded params differ from those {made} was made with"
     if stamp["sha256"] != hashlib.sha256(cached(repo, found[made])).hexdigest():
         yield f"{name}: {made} is not the file its stamp describes"

@@ -168,13 +168,22 @@ class Params(_Strict):
 
 
 # Keras 1 names from the practical's text -> the name to use instead.
-KERAS1_NAMES = dict(
-    pair.split("=")
-    for pair in "nb_epoch=train.epochs;lr=train.learning_rate;border_mode=padding;W_regularizer=kernel_l2 (or model.l2);"
-    "b_regularizer=bias_l2 (or model.l2);nb_filter=filters;nb_row=kernel_size;nb_col=kernel_size;subsample=strides;"
-    "output_dim=units;p=rate;Convolution2D=Conv2D;init=kernel_initializer (or model.init);"
-    "alpha=negative_slope (LeakyReLU)".split(";")
-)
+KERAS1_NAMES = {
+    "nb_epoch": "train.epochs",
+    "lr": "train.learning_rate",
+    "border_mode": "padding",
+    "W_regularizer": "kernel_l2 (or model.l2)",
+    "b_regularizer": "bias_l2 (or model.l2)",
+    "nb_filter": "filters",
+    "nb_row": "kernel_size",
+    "nb_col": "kernel_size",
+    "subsample": "strides",
+    "output_dim": "units",
+    "p": "rate",
+    "Convolution2D": "Conv2D",
+    "init": "kernel_initializer (or model.init)",
+    "alpha": "negative_slope (LeakyReLU)",
+}
 
 
 def section_of(field):

@@ -46,16 +46,16 @@ TRAINED_BY = ("seed", "threads", "model", "train")
 PACKAGED_BY = (*TRAINED_BY, "package")
 
 
-def _flat(tree, prefix=""):
+def flat(tree, prefix=""):
     """{'model': {'dropout': 0.1}} -> {'model.dropout': 0.1}: a record's form, so a difference names its key."""
-    flat = {}
+    flat_tree = {}
     for key, value in tree.items():
-        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
-    return flat
+        flat_tree.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return flat_tree
 
 
 def _record(made, settings, sections):
-    return {"params": _flat(settings.model_dump(mode="json", include=set(sections))), "sha256": _sha256(made)}
+    return {"params": flat(settings.model_dump(mode="json", include=set(sections))), "sha256": _sha256(made)}
 
 
 def stamp(made, settings, sections):

@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 
+from notmnist.core.records import flat
 from notmnist.core.runtime import PipelineError
 
 MEASURES = {
@@ -20,13 +21,6 @@ MEASURES = {
     "test accuracy": ("metrics/evaluate.json", "test", "accuracy"),
     "train seconds": ("metrics/timing.json", "train", "seconds"),
 }
-
-
-def flatten(tree, prefix=""):
-    flat = {}
-    for key, value in tree.items():
-        flat.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
-    return flat
 
 
 def summarise(shown):
@@ -43,7 +37,7 @@ def summarise(shown):
             found = {name: value for name, value in found.items() if value is not None}
             chosen = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
             if chosen and found and data.get("rev") != "workspace":
-                config = flatten(chosen)
+                config = flat(chosen)
                 seed = config.pop("seed", None)
                 groups.setdefault(json.dumps(config, sort_keys=True), (config, {}))[1].setdefault(seed, found)
     keys = {key for config, _ in groups.values() for key in config}
