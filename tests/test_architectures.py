@@ -362,48 +362,6 @@ def test_one_cycle_warms_up_to_the_peak_then_anneals_to_almost_nothing():
     assert type(rate).__module__.startswith("keras.")  # stock: nothing custom in a saved optimizer
 
 
-@pytest.mark.parametrize("mixing", [{"mixup": 0.4}, {"cutmix": 1.0}, {"mixup": 0.4, "cutmix": 1.0}])
-def test_mixing_blends_training_batches_reproducibly(mixing):
-    from notmnist.core.training import mixed_batches
-
-    train = settings(train={"batch_size": 8, **mixing}).train
-    x, y = images(24)
-    first, again = (
-        [np.asarray(batch) for pair in mixed_batches(train, x, y, seed=5) for batch in pair] for _ in range(2)
-    )
-    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
-    labels = np.concatenate(first[1::2])
-    assert np.allclose(labels.sum(axis=1), 1.0) and (labels.max(axis=1) < 0.999).any()  # some labels are blends
-
-
-def test_mixing_works_under_mixed_bfloat16_and_keeps_float32_batches():
-    from notmnist.core.training import mixed_batches
-
-    train = settings(train={"batch_size": 8, "mixup": 0.4, "cutmix": 1.0, "precision": "mixed_bfloat16"}).train
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")  # as stages/train sets it for this precision
-    try:
-        batches = [[np.asarray(part) for part in pair] for pair in mixed_batches(train, *images(24), seed=5)]
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
-    assert {part.dtype for pair in batches for part in pair} == {np.dtype("float32")}
-    assert np.allclose(np.concatenate([labels for _, labels in batches]).sum(axis=1), 1.0)
-
-
-def test_mixing_trains_on_mixed_batches_and_validates_on_plain_ones(tmp_path):
-    from dvclive import Live
-
-    train = settings(train={"mixup": 0.4, "cutmix": 1.0, "epochs": 1, "batch_size": 4}).train
-    model = build_model(settings({"architecture": "mlp"}).model)
-    with Live(str(tmp_path / "live"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        assert fit(model, train, *images(), validation=images(seed=1), live=live) == 1
-    x, y = images(seed=1)
-    val_loss = float((tmp_path / "live/plots/metrics/eval/loss.tsv").read_text().split()[-1])
-    # the training loss (label smoothing included) on the unmixed validation images
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing)
-    expected = float(loss(y, model.predict(x, verbose=0)))
-    assert math.isclose(val_loss, expected, rel_tol=1e-4)
-
-
 def test_a_run_at_chance_after_five_epochs_fails_unless_allowed(tmp_path, monkeypatch):
     """Random labels: accuracy stays at chance, so the fit stops at epoch 5 with a named error; with
     NOTMNIST_ALLOW_STALL=1 the same run finishes all its epochs."""

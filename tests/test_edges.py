@@ -187,10 +187,7 @@ OUTPUTS = [  # (--out, what is there, what the refusal says)
 ]
 
 
-@pytest.mark.parametrize(
-    "tool, out, make, message",
-    [(tool, *row) for tool in ("grade", "average") for row in OUTPUTS if tool == "grade" or row[0] != "/dev/null"],
-)
+@pytest.mark.parametrize("tool, out, make, message", [("grade", *row) for row in OUTPUTS])
 def test_a_tool_refuses_to_write_over_an_input_a_dvc_output_or_a_special_file(
     project, capsys, tool, out, make, message
 ):
@@ -253,13 +250,12 @@ ARGUMENTS = {  # case: (argv, a function of the project folder making what it ne
     "an empty source": (["grade", "model.keras", "empty.tar.gz"], "empty.tar.gz", "is empty (0 bytes)"),
     "a missing source": (["grade", "model.keras", "none.tar.gz"], None, "none.tar.gz not found"),
     "an empty split": (["compare", "a", "b", "--split", "empty.npz"], "empty.npz", "not a zip of .npy arrays"),
-    "an .npy split": (["average", "a", "b", "--out", "c.keras", "--split", "x.npz"], npy, "not a zip of .npy arrays"),
+    "an .npy split": (["compare", "a", "b", "--split", "x.npz"], npy, "not a zip of .npy arrays"),
     "a folder as split": (["compare", "a", "b", "--split", "models"], None, "models is not a readable .npz"),
     "a tar.gz as split": (["compare", "a", "b", "--split", "glyphs.tar.gz"], None, "not a zip of .npy arrays"),
     "a missing revision": (["compare", "exp-none", "b", "--split", "split.npz"], "repo", "exp-none is neither a model"),
     "negative images": (["export", "model.keras", "out", "--check-images", "-5"], None, "must be 1 or more"),
     "images not a number": (["export", "model.keras", "out", "--check-images", "1e99"], None, "invalid int value"),
-    "one model to average": (["average", "model.keras", "--out", "x.keras"], None, "at least two models"),
     "a name over 255 bytes": (
         ["grade", "model.keras", "glyphs.tar.gz", "--out", "x" * 256],
         None,

@@ -158,38 +158,3 @@ def test_saved_model_loads_with_plain_keras_and_predicts_the_same(tmp_path, kind
     plain = plain_keras_probabilities(tmp_path / "model.keras", x, tmp_path)
     difference = float(np.abs(plain - pipeline).max())
     assert np.array_equal(plain, pipeline), f"{kind}: plain Keras differs from the pipeline by up to {difference}"
-
-
-def test_average_combines_finished_models_of_other_architectures_into_one_plain_keras_file(tmp_path, capsys):
-    from notmnist.tools import cli
-
-    x, y = images(12, seed=3)
-    np.savez(tmp_path / "split.npz", x=x, y=y.argmax(axis=1).astype(np.uint8))
-    paths = [tmp_path / "cnn.keras", tmp_path / "mlp.keras", tmp_path / "pair.keras"]
-    save_model(build_model(params.validate({"model": TINY}).model), paths[0])
-    save_model(build_model(params.validate({"model": {"architecture": "mlp", "hidden_size": 4}}).model), paths[1])
-    save_model(ensemble(trained_ensemble(tmp_path)[0]), paths[2])  # an ensemble counts as one model
-    out = tmp_path / "average.keras"
-    cli.main(["average", *map(str, paths), "--out", str(out), "--split", str(tmp_path / "split.npz")])
-
-    expected = np.mean([keras.models.load_model(p).predict(x, verbose=0) for p in paths], axis=0)
-    plain = plain_keras_probabilities(out, x, tmp_path)
-    assert np.abs(plain - expected).max() <= 1e-6
-    printed = capsys.readouterr().out
-    assert printed.count("accuracy on") == 4 and f"wrote {out}: the average of 3 models" in printed
-
-
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [
-        (["one.keras", "--out", "x.keras"], "at least two models"),
-        (["a.keras", "b.keras", "--out", "a.h5"], "must end in .keras"),
-    ],
-)
-def test_average_refuses_what_it_cannot_do_before_loading_anything(tmp_path, monkeypatch, capsys, arguments, message):
-    from notmnist.tools import cli
-
-    monkeypatch.chdir(tmp_path)  # no model files here: the refusal must come before any load
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["average", *arguments])
-    assert stopped.value.code == 2 and message in capsys.readouterr().err

@@ -82,9 +82,8 @@ def test_compare_names_a_model_that_is_neither_a_file_nor_an_experiment(tmp_path
     assert "no-such-exp is neither a model file nor an experiment" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("tool", ["compare", "average"])
-def test_compare_and_average_choose_on_the_validation_split_by_default(tool):
-    args = cli.parser((tool,)).parse_args([tool, "a.keras", "b.keras", *(["--out", "c.keras"] * (tool == "average"))])
+def test_compare_chooses_on_the_validation_split_by_default():
+    args = cli.parser(("compare",)).parse_args(["compare", "a.keras", "b.keras"])
     assert str(args.split) == "data/processed/val.npz"
 
 

@@ -132,8 +132,6 @@ class Train(_Strict):
     batch_size: Int = Field(128, ge=1, le=65536, description="images per step")
     epochs: Int = Field(45, ge=1, le=10000, description="passes over the training split")
     label_smoothing: Float = Field(0.1, ge=0, le=0.5, description="label smoothing of the loss")
-    mixup: Float = Field(0.0, ge=0, le=1, description="mixup alpha: train on blends of two images and labels; 0: off")
-    cutmix: Float = Field(0.0, ge=0, le=1, description="cutmix alpha: paste a patch of another image; 0: off")
     weight_averaging: Float = Field(
         0.0, ge=0, lt=1, description="momentum of a moving average of the weights, which the model keeps; 0: off"
     )

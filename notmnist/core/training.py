@@ -1,4 +1,4 @@
-"""Training: the optimiser, schedule, batch mixing and callbacks that params.yaml `train` names (a
+"""Training: the optimiser, schedule and callbacks that params.yaml `train` names (a
 config.Train), the fit, and the members of an ensemble."""
 
 import math
@@ -116,46 +116,18 @@ def callbacks(train, live):
     return chosen + [DVCLiveCallback(live=live)]  # last, so it sees the learning rate
 
 
-def mixed_batches(train, x, y, seed):
-    """A tf.data pipeline of shuffled training batches mixed by train.mixup (Zhang et al. 2018) and/or
-    train.cutmix (Yun et al. 2019), Keras's MixUp and CutMix layers with those alphas; with both, even
-    batches get mixup and odd ones cutmix. Seeded: the same seed gives the same batches."""
-    import tensorflow as tf
-
-    # float32 whatever train.precision: the data is float32, and under mixed_bfloat16 a mixer would cast
-    # the batch to bfloat16 and fail multiplying it by its float32 blend weights
-    mixers = []
-    if train.mixup > 0:
-        mixers.append(keras.layers.MixUp(alpha=train.mixup, seed=seed, dtype="float32"))
-    if train.cutmix > 0:
-        mixers.append(keras.layers.CutMix(factor=(train.cutmix, train.cutmix), seed=seed, dtype="float32"))
-
-    def mix(index, batch):
-        images, labels = batch
-        branches = [lambda mixer=mixer: tuple(mixer({"images": images, "labels": labels}).values()) for mixer in mixers]
-        if len(branches) == 1:
-            return branches[0]()
-        return tf.cond(index % 2 == 0, branches[0], branches[1])
-
-    batches = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).batch(train.batch_size).enumerate()
-    return batches.map(mix).prefetch(tf.data.AUTOTUNE)
-
-
-def fit(model, train, x, y, validation, live, seed=0, extra_callbacks=(), verbose=None):
-    """Compile and fit; returns the number of epochs run. Batch mixing (mixup, cutmix) applies to the
-    training batches only, never to validation. `extra_callbacks` and `verbose` are for benchmarks."""
+def fit(model, train, x, y, validation, live, extra_callbacks=(), verbose=None):
+    """Compile and fit; returns the number of epochs run. `extra_callbacks` and `verbose` are for benchmarks."""
     steps = math.ceil(len(x) / train.batch_size)
     model.compile(
         optimizer=optimizer(train, steps),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing),
         metrics=["accuracy"],
     )
-    if train.mixup > 0 or train.cutmix > 0:
-        data = {"x": mixed_batches(train, x, y, seed), "validation_batch_size": train.batch_size, "shuffle": False}
-    else:  # NumPy arrays, as before mixing existed: a tf.data pipeline would change the shuffle order
-        data = {"x": x, "y": y, "batch_size": train.batch_size, "shuffle": True}
     history = model.fit(
-        **data,
+        x,
+        y,
+        batch_size=train.batch_size,
         epochs=train.epochs,
         validation_data=validation,
         callbacks=callbacks(train, live) + list(extra_callbacks),
@@ -196,7 +168,7 @@ def train_members(settings, x, y, validation, live_dir):
             if index == 0:
                 model.summary()
             with Live(str(member_live_dir(live_dir, index)), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-                epochs += fit(model, settings.train, x, y, validation, live, seed=seed)
+                epochs += fit(model, settings.train, x, y, validation, live)
             members.append(model)
     return members, epochs
 

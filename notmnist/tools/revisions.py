@@ -1,5 +1,5 @@
 """What several tools share: models named by file, experiment or Git revision, scored on one split (compare,
-average, report); DVC's plots at revisions, drawn with no network (plots, report)."""
+report); DVC's plots at revisions, drawn with no network (plots, report)."""
 
 import json
 import re
