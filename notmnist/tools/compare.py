@@ -20,7 +20,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    labels, _, (a, b) = on_split((args.model_a, args.model_b), args.split)
+    labels, (a, b) = on_split((args.model_a, args.model_b), args.split)
     result = {"model_a": args.model_a, "model_b": args.model_b, "split": str(args.split), "a": scores(a, labels)}
     result |= {"b": scores(b, labels), **mcnemar(a.argmax(axis=1) == labels, b.argmax(axis=1) == labels)}
     if args.json:

@@ -82,7 +82,7 @@ def run(args):
     data = {name: yaml.safe_load(file_at(rev, "params.yaml")).get("data") or {} for name, rev in splits}
     keys = sorted({key for one in data.values() for key in one if len({str(d.get(key)) for d in data.values()}) > 1})
     changed = "; ".join(f"{key}: " + ", ".join(f"{n} {d.get(key)}" for n, d in data.items()) for key in keys)
-    labels, _, (a, b) = on_split((args.base, args.exp or MODEL_IN_REPO), TEST)
+    labels, (a, b) = on_split((args.base, args.exp or MODEL_IN_REPO), TEST)
     paired = {"images": len(labels), **mcnemar(a.argmax(axis=1) == labels, b.argmax(axis=1) == labels)}
     specs = plot_specs(list(filter(None, revisions)))
     images = {f"{slug(name)}.png": draw(specs[name][0]["content"]) for name in PLOTS if name in specs}

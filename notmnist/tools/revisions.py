@@ -24,7 +24,7 @@ def add_split_argument(parser):
 
 
 def on_split(specs, split):
-    """-> (labels, the models named by `specs`, each one's probabilities on the split's images)."""
+    """-> (labels, each model's probabilities on the split's images), the models named by `specs`."""
     arrays = load_arrays(split, {"x": (np.float32, 4), "y": (np.uint8, 1)})
     check_images_and_labels(split, arrays["x"], arrays["y"])
     models = []
@@ -41,7 +41,7 @@ def on_split(specs, split):
                     )
             models.append(load_model(path))
     probabilities = [model.predict(arrays["x"], batch_size=512, verbose=0) for model in models]
-    return arrays["y"].astype(np.int64), models, probabilities
+    return arrays["y"].astype(np.int64), probabilities
 
 
 def accuracy(found, split):
