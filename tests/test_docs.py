@@ -54,3 +54,18 @@ def test_every_documented_experiment_line_is_a_valid_experiment():
             checked += 1
         config.validate(raw)
     assert checked >= 5, lines
+
+
+def test_every_yaml_example_in_the_parameters_doc_is_a_network_the_check_accepts():
+    """The custom networks docs/parameters.md shows (the practical's CNN, LeNet-5) pass the check stage's check."""
+    import yaml
+
+    from notmnist.core import config
+    from notmnist.core.models import network_errors
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (REPO / "docs/parameters.md").read_text(), re.S)
+    for block in blocks:
+        raw = yaml.safe_load((REPO / "params.yaml").read_text())
+        raw["model"].update(yaml.safe_load(block)["model"])
+        assert not network_errors(config.validate(raw)), block
+    assert len(blocks) >= 2

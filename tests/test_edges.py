@@ -204,7 +204,7 @@ def test_a_tool_refuses_to_write_over_an_input_a_dvc_output_or_a_special_file(
     assert {path.name: path.lstat().st_mode for path in project.iterdir()} == before
 
 
-@pytest.mark.parametrize("tool", ["export", "plots"])
+@pytest.mark.parametrize("tool", ["export", "report"])
 @pytest.mark.parametrize("make", ["FIFO", "socket", "symbolic link", "a file"])
 def test_a_folder_output_that_is_something_else_is_refused(project, capsys, tool, make):
     out = project / "out"
@@ -216,8 +216,10 @@ def test_a_folder_output_that_is_something_else_is_refused(project, capsys, tool
     assert f"cannot write {out}: it is a" in fails(capsys, tool, *args)
 
 
-def test_plots_refuses_a_folder_holding_dvc_outputs(project, capsys):
-    assert "holds or lies inside models/model.keras, an output of the DVC stage" in fails(capsys, "plots", "--out", ".")
+def test_report_refuses_a_folder_holding_dvc_outputs(project, capsys):
+    assert "holds or lies inside models/model.keras, an output of the DVC stage" in fails(
+        capsys, "report", "--out", "models"
+    )
 
 
 def test_atomic_writes_refuse_special_files_but_replace_links(project):
@@ -261,7 +263,6 @@ ARGUMENTS = {  # case: (argv, a function of the project folder making what it ne
         None,
         "File name too long",
     ),
-    "an unknown revision to plot": (["plots", "exp-none", "--out", "plots"], "repo", "unknown Git revision 'exp-none'"),
     "an unknown commit for seeds": (["seeds", "--rev", "exp-none"], "repo", "unknown Git revision 'exp-none'"),
 }
 

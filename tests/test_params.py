@@ -164,12 +164,6 @@ def test_wrong_type_or_range_names_key_value_and_allowed_range(key, value, probl
     assert f"{where}: {bad!r} {problem}; allowed: {allowed}" in message
 
 
-def test_the_removed_multi_worker_strategy_says_why():
-    assert "train.distribute: multi_worker was removed: Keras 3 cannot fit" in error_of(
-        {"train.distribute": "multi_worker"}
-    )
-
-
 def test_flag_must_be_true_or_false():
     assert "model.batch_norm: 'yes' is not true or false" in error_of({"model.batch_norm": "yes"})
 
@@ -370,22 +364,21 @@ def test_committed_file_loads_to_what_validate_gives(tmp_path):
 # ---- networks that cannot exist, or cannot fit in memory ----
 
 
-@pytest.mark.parametrize("architecture", ["cnn", "vgg"])
-def test_more_pooling_blocks_than_the_image_allows_are_refused(architecture):
-    message = network_errors_of({"model.architecture": architecture, "model.filters": [8] * 5})
+def test_more_pooling_blocks_than_the_image_allows_are_refused():
+    message = network_errors_of({"model.architecture": "cnn", "model.filters": [8] * 5})
     assert (
-        f"model.filters: [8, 8, 8, 8, 8] pools the 28x28 image below 1x1 in {architecture} "
+        "model.filters: [8, 8, 8, 8, 8] pools the 28x28 image below 1x1 in cnn "
         "(28 -> 14 -> 7 -> 3 -> 1 -> 0); use at most 4 items"
     ) in message
-    assert not network_errors_of({"model.architecture": architecture, "model.filters": [8] * 4})
+    assert not network_errors_of({"model.architecture": "cnn", "model.filters": [8] * 4})
 
 
-def test_resnet_pools_with_padding_same_so_any_depth_fits_and_lenet5_is_fixed():
+def test_resnet_pools_with_padding_same_so_any_depth_fits():
     network = models.build_model(
         validate(with_values({"model.architecture": "resnet", "model.filters": [8] * 8})).model
     )
     assert isinstance(network.layers[-4], models.layers.GlobalMaxPooling2D)  # then dropout, Dense, softmax
-    assert not network_errors_of({"model.architecture": "lenet5", "model.filters": [8] * 9})
+    assert not network_errors_of({"model.architecture": "resnet", "model.filters": [8] * 9})
 
 
 @pytest.mark.parametrize(
@@ -467,8 +460,7 @@ def test_ensemble_members_count_in_the_memory_estimate(monkeypatch):
     [
         {},
         {"architecture": "mlp", "hidden_layers": 3, "batch_norm": False},
-        {"architecture": "vgg", "filters": [4, 8]},
-        {"architecture": "lenet5"},
+        {"architecture": "cnn", "filters": [4, 8], "convs_per_block": 3},
         {"architecture": "resnet", "filters": [4, 8, 8, 16, 16, 16]},
         {
             "architecture": "custom",

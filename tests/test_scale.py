@@ -2,7 +2,6 @@
 DVC remote carries data and model from one clone to another without retraining."""
 
 import io
-import json
 import sys
 import tarfile
 
@@ -63,13 +62,6 @@ def test_split_dataset_still_splits_everything_once():
     assert all(parts[s][0].shape[1:] == (28, 28, 1) for s in parts)
 
 
-def test_distribute_is_a_checked_parameter():
-    assert params.validate({"train": {"distribute": "mirrored"}}).train.distribute == "mirrored"
-    assert params.validate({}).train.distribute == "none"
-    with pytest.raises(params.ParamsError, match="did you mean 'mirrored'"):
-        params.validate({"train": {"distribute": "mirored"}})
-
-
 def test_large_archive_generator_makes_unique_font_named_glyphs(tmp_path):
     source = write_tar(tmp_path / "small.tar.gz", glyph_members(per_class=3))
     out = tmp_path / "large.tar.gz"
@@ -95,50 +87,6 @@ def test_large_archive_generator_makes_unique_font_named_glyphs(tmp_path):
     assert len({image.tobytes() for image in glyphs.images}) == 95  # shifts and noise: no two alike
     fonts = {name.split("/")[1] for name in glyphs.names}
     assert len(fonts) == 10  # 3 source fonts x up to 4 variants, each font shared by the letters
-
-
-# Trains the tiny model with train.distribute=none, then =mirrored, on two logical CPU devices, in
-# one process (TensorFlow starts once), and prints the loss per epoch and the final weights of each.
-DISTRIBUTED_RUNS = """
-import json, tempfile
-import keras, numpy as np
-from notmnist.core.runtime import setup_tensorflow
-setup_tensorflow(1)
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from dvclive import Live
-from notmnist.core import config as params
-from notmnist.core.models import build_model
-from notmnist.core.training import fit, strategy
-rng = np.random.default_rng(0)
-x = rng.random((512, 28, 28, 1), dtype=np.float32)
-y = np.eye(10, dtype=np.float32)[(x.reshape(512, -1).mean(axis=1) * 1000).astype(int) % 10]
-results = {}
-for name in ("none", "mirrored"):
-    settings = params.validate({
-        "model": {"filters": [4], "convs_per_block": 1, "hidden_size": 8, "batch_norm": False, "dropout": 0.0,
-                  "augment": {"shift": 0, "rotation": 0, "zoom": 0}},
-        "train": {"epochs": 2, "batch_size": 64, "distribute": name}})
-    keras.utils.set_random_seed(0)
-    with strategy(name).scope(), tempfile.TemporaryDirectory() as folder:
-        model = build_model(settings.model)
-        with Live(folder, dvcyaml=False, save_dvc_exp=False, report=None) as live:
-            fit(model, settings.train, x, y, (x[:64], y[:64]), live)
-    results[name] = {"replicas": model.distribute_strategy.num_replicas_in_sync,
-                     "losses": [float(v) for v in model.history.history["loss"]],
-                     "weights": [w.tolist() for w in model.get_weights()]}
-print("RESULT" + json.dumps(results))
-"""
-
-
-def test_mirrored_on_two_cpu_devices_matches_one_device():
-    results = json.loads(run([sys.executable, "-c", DISTRIBUTED_RUNS], REPO).stdout.split("RESULT", 1)[1])
-    single, mirrored = results["none"], results["mirrored"]
-    assert single["replicas"] == 1 and mirrored["replicas"] == 2
-    np.testing.assert_allclose(mirrored["losses"], single["losses"], rtol=1e-4)
-    for a, b in zip(single["weights"], mirrored["weights"]):
-        np.testing.assert_allclose(np.array(b), np.array(a), atol=1e-4)  # summation order differs, nothing else
 
 
 @pytest.mark.slow

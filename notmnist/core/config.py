@@ -96,13 +96,13 @@ class Augment(_Strict):
 
 
 class Model(_Strict):
-    architecture: Literal["mlp", "cnn", "vgg", "lenet5", "resnet", "custom"] = Field(
+    architecture: Literal["mlp", "cnn", "resnet", "custom"] = Field(
         "cnn", description="network preset, or custom (built from model.layers)"
     )
-    hidden_size: Int = Field(128, ge=1, le=65536, description="width of the Dense hidden layers (mlp, cnn, vgg)")
+    hidden_size: Int = Field(128, ge=1, le=65536, description="width of the Dense hidden layers (mlp, cnn)")
     hidden_layers: Int = Field(2, ge=0, le=16, description="number of Dense hidden layers (mlp)")
     filters: list[Annotated[Int, Field(ge=1)]] = Field(
-        [32, 64, 128], min_length=1, description="filters per conv block (cnn, vgg); resnet: stem, then per stage"
+        [32, 64, 128], min_length=1, description="filters per conv block (cnn); resnet: stem, then per stage"
     )
     convs_per_block: Int = Field(2, ge=1, le=4, description="Conv2D layers per block (cnn)")
     activation: ActivationName = Field("relu", description="hidden-layer activation (presets)")
@@ -140,9 +140,6 @@ class Train(_Strict):
         1, ge=1, le=16, description="members (own seeds from seed and index), saved as one model averaging them"
     )
     precision: Literal["float32", "mixed_bfloat16"] = Field("float32", description="compute precision")
-    distribute: Literal["none", "mirrored"] = Field(
-        "none", description="tf.distribute: mirrored over the GPUs (else CPU devices) of one host"
-    )
 
 
 class Package(_Strict):
@@ -263,8 +260,6 @@ def _message(error):
         return f"{key or 'params.yaml'}: expected a mapping of keys, got {value!r}"
     if kind == "missing":
         return f"{key}: a {model.__name__} layer needs it; allowed: {allowed(field)}"
-    if kind == "literal_error" and value == "multi_worker":
-        return f"{key}: multi_worker was removed: Keras 3 cannot fit under MultiWorkerMirroredStrategy (docs/performance.md)"
     if kind == "literal_error":
         choices = get_args(_plain(field.annotation))
         return f"{key}: unknown value {value!r}{_did_you_mean(value, choices)}; valid names: {', '.join(choices)}"

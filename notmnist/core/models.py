@@ -1,8 +1,8 @@
 """params.yaml `model` section -> keras.Model: the one description of every network.
 
 Every network takes (N, 28, 28, 1) float32 in [0, 1] and ends in Dense(10) + softmax (kept in float32
-under mixed precision). Presets: mlp (the practical's baseline), cnn (the default), vgg, lenet5, resnet
-(ResNet-9 style); `custom` builds the hidden layers from `model.layers`. The check stage asks the model
+under mixed precision). Presets: mlp (the practical's baseline), cnn (the default), resnet (ResNet-9
+style); `custom` builds the hidden layers from `model.layers`. The check stage asks the model
 Keras builds whether it fits (network_errors). `ensemble` and `with_shifts` average models' probabilities.
 """
 
@@ -111,11 +111,11 @@ def dense_layers(x, model, widths):
     return x
 
 
-def conv_blocks(x, model, convs_per_block):
+def conv_blocks(x, model):
     """One block per model.filters item: 3x3 convolutions, 2x2 max pooling, dropout."""
     sides = [28]
     for width in model.filters:
-        for _ in range(convs_per_block):
+        for _ in range(model.convs_per_block):
             x = _unit(x, weighted("Conv2D", model, filters=width, kernel_size=3, padding="same"), model)
         try:
             x = layers.MaxPooling2D(2)(x)
@@ -136,21 +136,7 @@ def mlp(x, model):
 
 
 def cnn(x, model):
-    return dense_layers(conv_blocks(x, model, model.convs_per_block), model, [model.hidden_size])
-
-
-def vgg(x, model):
-    # VGG-style: three convolutions per block and two Dense layers, as in Simonyan & Zisserman
-    return dense_layers(conv_blocks(x, model, 3), model, [model.hidden_size] * 2)
-
-
-def lenet5(x, model):
-    # LeCun et al. 1998: its own widths (6, 16, 120, 84); the shared activation, BN, dropout, init, l2
-    x = _unit(x, weighted("Conv2D", model, filters=6, kernel_size=5, padding="same"), model)
-    x = layers.MaxPooling2D(2)(x)
-    x = _unit(x, weighted("Conv2D", model, filters=16, kernel_size=5, padding="valid"), model)
-    x = layers.MaxPooling2D(2)(x)
-    return dense_layers(layers.Flatten()(x), model, [120, 84])
+    return dense_layers(conv_blocks(x, model), model, [model.hidden_size])
 
 
 def custom_layer(x, spec, model):
@@ -203,7 +189,7 @@ def resnet(x, model):
     return _dropout(layers.GlobalMaxPooling2D()(x), model.dropout)
 
 
-PRESETS = {"mlp": mlp, "cnn": cnn, "vgg": vgg, "lenet5": lenet5, "resnet": resnet, "custom": custom}
+PRESETS = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "custom": custom}
 
 
 def build_model(model, name=None):
@@ -224,7 +210,7 @@ def _key_of(layer, model):
 
 def _largest_key(model):
     """The key to lower when a preset's weights are too many: its widest Dense or its widest convolutions."""
-    dense = model.hidden_size if model.architecture in ("mlp", "cnn", "vgg") else 0
+    dense = model.hidden_size if model.architecture in ("mlp", "cnn") else 0
     return "model.hidden_size" if dense >= max(model.filters) else "model.filters"
 
 

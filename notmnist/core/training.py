@@ -160,26 +160,13 @@ def train_members(settings, x, y, validation, live_dir):
 
     count = settings.train.ensemble
     members, epochs = [], 0
-    with strategy(settings.train.distribute).scope():  # the models and their optimizers are made in the scope
-        for index in range(count):
-            seed = member_seed(settings.seed, index)
-            keras.utils.set_random_seed(seed)
-            model = build_model(settings.model, name=f"member_{index}" if count > 1 else None)
-            if index == 0:
-                model.summary()
-            with Live(str(member_live_dir(live_dir, index)), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-                epochs += fit(model, settings.train, x, y, validation, live)
-            members.append(model)
+    for index in range(count):
+        keras.utils.set_random_seed(member_seed(settings.seed, index))
+        model = build_model(settings.model, name=f"member_{index}" if count > 1 else None)
+        if index == 0:
+            model.summary()
+        with Live(str(member_live_dir(live_dir, index)), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+            epochs += fit(model, settings.train, x, y, validation, live)
+        members.append(model)
     return members, epochs
 
-
-def strategy(name):
-    """train.distribute -> a tf.distribute strategy. mirrored: one replica per GPU of this host (or per
-    logical CPU device when there is no GPU). No multi-host strategy: Keras 3 cannot fit under one
-    (docs/performance.md)."""
-    import tensorflow as tf
-
-    if name == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.MirroredStrategy([d.name for d in gpus or tf.config.list_logical_devices("CPU")])
-    return tf.distribute.get_strategy()  # the default: no distribution

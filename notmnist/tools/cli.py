@@ -9,7 +9,7 @@ import sys
 from notmnist.core.runtime import entry_point
 
 # notmnist/tools/*
-TOOLS = ("grade", "predict", "export", "plots", "compare", "seeds", "report", "restore", "serve")
+TOOLS = ("grade", "predict", "export", "compare", "seeds", "report", "restore", "serve")
 
 
 def check_params(args):

@@ -73,9 +73,9 @@ def add_arguments(parser):
 
 
 def run(args):
+    check_outputs([TEST], [args.out], folders=[args.out])
     if not Path(".dvc").is_dir():
         raise PipelineError("no .dvc folder here: run `notmnist report` in the root of the DVC project")
-    check_outputs([TEST], [args.out], folders=[args.out])
     names, revisions = (args.base, args.exp or "workspace"), (args.base, args.exp)  # revision None: the workspace
     metrics = [json.loads(file_at(rev, "metrics/evaluate.json")) for rev in revisions]
     splits = zip((*names, "workspace"), (*revisions, None))  # the workspace's: it made the test images scored here

@@ -1,5 +1,5 @@
-"""What several tools share: models named by file, experiment or Git revision, scored on one split (compare,
-report); DVC's plots at revisions, drawn with no network (plots, report)."""
+"""What compare and report share: models named by file, experiment or Git revision, scored on one split; and
+DVC's plots at revisions, drawn with no network (report)."""
 
 import json
 import re
