@@ -4,7 +4,6 @@ grid of misclassified glyphs."""
 import io
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

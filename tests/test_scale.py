@@ -1,4 +1,4 @@
-"""Speed and scale: an out-of-order archive reads sorted, memory-light writing gives the same bytes, the synthetic large archive is well formed, train.distribute matches a single device, and a
+"""Speed and scale: an out-of-order archive reads sorted, memory-light writing gives the same bytes, the synthetic large archive is well formed, and a
 DVC remote carries data and model from one clone to another without retraining."""
 
 import io

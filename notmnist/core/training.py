@@ -169,4 +169,3 @@ def train_members(settings, x, y, validation, live_dir):
             epochs += fit(model, settings.train, x, y, validation, live)
         members.append(model)
     return members, epochs
-
