@@ -100,12 +100,3 @@ def test_the_best_experiment_can_be_applied_and_kept_as_a_branch(swept):
     assert float(applied) == found[best]["data"]["params"]["params.yaml"]["data"]["model"]["dropout"]
     run(["dvc", "exp", "branch", best, "best-dropout"], repo)
     assert "best-dropout" in run(["git", "branch", "--list", "best-dropout"], repo).stdout
-
-
-def test_plots_diff_of_two_experiments_renders_offline(swept):
-    repo, _ = swept
-    names = sorted(experiments(repo))[:2]
-    run([sys.executable, "-m", "notmnist", "plots", *names, "--out", "dvc_plots/compare"], repo)
-    svg = (repo / "dvc_plots/compare/accuracy_per_epoch.svg").read_text()
-    for name in names:
-        assert f">{name}</text>" in svg  # one colour per experiment in the legend
