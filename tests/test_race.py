@@ -3,9 +3,9 @@
 DVC lets go of its lock while a stage's command runs and reads params.yaml and hashes the outputs again
 only after the command exits; a second `dvc exp run` meanwhile rewrites params.yaml (its executor applies
 its stash) and checks out the outputs its dvc.lock names. So train's record (dvc.lock, run-cache) can pair
-one run's parameters with another's network. The stamp train writes beside the network (records.stamp) is
-checked by package, which lists the same params, so such a record is refused by name wherever it is used,
-never restored silently. NOTMNIST_RACES sets how many races the slow test runs (default 3)."""
+one run's parameters with another's network. The stamps train and package write beside their files
+(records.stamp) are checked by the next stage, which lists the same params, so such a record is refused by
+name wherever it is used, never restored silently (evaluate, the last stage, has nothing after it). NOTMNIST_RACES sets how many races the slow test runs (default 3)."""
 
 import hashlib
 import json
@@ -71,7 +71,8 @@ def lies(repo, name, record):
 
 
 def audit(repo):
-    """(mixed train records, [lies elsewhere]) over dvc.lock, every experiment's commit and run-cache entry."""
+    """({stage: mixed records}, [lies elsewhere]) over dvc.lock, every experiment's commit and run-cache entry. A
+    mixed train or package record is refused by the stage after it (package, evaluate) wherever it is restored."""
     locks, other = [(repo / "dvc.lock").read_text()], []
     for ref in run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/??/*/*"], repo).stdout.split():
         locks.append(run(["git", "show", f"{ref}:dvc.lock"], repo).stdout)
@@ -84,11 +85,11 @@ def audit(repo):
     for path in (repo / ".dvc/cache/runs").glob("*/*/*"):
         entry = yaml.safe_load(path.read_text())
         entries.append((entry["cmd"].split()[2].removeprefix("stages."), entry))
-    mixed = 0
+    mixed = Counter()
     for name, record in entries:
         found = list(lies(repo, name, record))
-        if name == "train":
-            mixed += bool(found)
+        if name in ("train", "package"):
+            mixed[name] += bool(found)
         else:
             other += found
     return mixed, other
@@ -122,27 +123,40 @@ def project(tmp_path_factory):
     return repo
 
 
-def test_a_train_record_with_another_runs_parameters_is_refused_not_restored(project, tmp_path):
-    """The window itself, made certain: params.yaml is rewritten just after train's command exits."""
-    shim = tmp_path / "python"  # the stage commands' `python`: rewrites params.yaml once train has exited
-    shim.write_text(
-        f'#!/bin/sh\n"{sys.executable}" "$@"; status=$?\ncase "$*" in *stages.train*) '
+def exp_run_rewritten_after(stage, folder, project):
+    """`dvc exp run -S model.dropout=0.4` whose params.yaml says 0.45 from the moment `stage`'s command exits: the
+    window, made certain (the stage commands' `python` is a wrapper)."""
+    (folder / "python").write_text(
+        f'#!/bin/sh\n"{sys.executable}" "$@"; status=$?\ncase "$*" in *stages.{stage}*) '
         "sed -i 's/dropout: 0.4/dropout: 0.45/' params.yaml;; esac\nexit $status\n"
     )
-    shim.chmod(0o755)
-    env_path = f"{tmp_path}:{Path(sys.executable).parent}:{os.environ['PATH']}"
-    first = run(["env", f"PATH={env_path}", "dvc", "exp", "run", "-S", "model.dropout=0.4"], project, check=False)
+    (folder / "python").chmod(0o755)
+    env_path = f"{folder}:{Path(sys.executable).parent}:{os.environ['PATH']}"
+    return run(["env", f"PATH={env_path}", "dvc", "exp", "run", "-S", "model.dropout=0.4"], project, check=False)
+
+
+def test_a_train_record_with_another_runs_parameters_is_refused_not_restored(project, tmp_path):
+    first = exp_run_rewritten_after("train", tmp_path, project)
     assert "models/trained.keras was made with model.dropout: 0.4, but params.yaml has 0.45" in first.stderr
     run(["bash", "-c", UNDO], project)
-    assert audit(project)[0] == 1  # the run-cache holds train's mixed record: dropout 0.45 with 0.4's network
+    assert audit(project)[0]["train"] == 1  # the run-cache holds train's mixed record: 0.45 with 0.4's network
     again = exp_run(project, 0.45).communicate()[0]
     assert "Stage 'train' is cached - skipping run" in again  # DVC restores that network...
     assert "models/trained.keras was made with model.dropout: 0.4, but params.yaml has 0.45" in again  # ...refused
     assert "dvc repro --force --single-item train" in again and "evaluate:" not in again
     run(["dvc", "repro", "--force", "--single-item", "train"], project)  # the fix the message gives
     assert "evaluate: val accuracy" in run(["dvc", "repro"], project).stdout
-    assert audit(project) == (1, [])  # the fixed dvc.lock is honest; the old entry stays, refused if restored
+    assert audit(project) == ({"train": 1, "package": 0}, [])  # the fixed dvc.lock is honest; the old entry stays
     run(["bash", "-c", UNDO], project)
+
+
+def test_a_package_record_with_another_runs_parameters_is_refused_by_evaluate(project, tmp_path):
+    first = exp_run_rewritten_after("package", tmp_path, project)
+    assert "models/model.keras was made with model.dropout: 0.4, but params.yaml has 0.45" in first.stderr
+    assert "DVC's record of stage package mixes two runs" in first.stderr
+    assert "dvc repro --force --single-item package" in first.stderr and "evaluate: val accuracy" not in first.stdout
+    run(["bash", "-c", UNDO], project)
+    assert audit(project) == ({"train": 1, "package": 1}, [])  # package's mixed record, refused where it is used
 
 
 def test_a_second_exp_run_as_training_ends_never_leaves_a_record_that_lies_unrefused(project):
@@ -163,5 +177,5 @@ def test_a_second_exp_run_as_training_ends_never_leaves_a_record_that_lies_unref
         run(["bash", "-c", UNDO], project)
         mixed, other = audit(project)
         assert other == [], f"race {i}: {other}"
-        print(f"race {i}: first {outcomes[-1][0]}, second {outcomes[-1][1]}; mixed train records so far: {mixed}")
+        print(f"race {i}: first {outcomes[-1][0]}, second {outcomes[-1][1]}; mixed records so far: {dict(mixed)}")
     print(f"{races} races, (first, second): {Counter(outcomes)}")

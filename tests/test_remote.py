@@ -367,6 +367,12 @@ def test_exp_push_and_pull_without_a_git_remote_fail_and_change_nothing(shared):
     assert sh(["git", "for-each-ref", "refs/exps"], lonely).stdout == ""
 
 
+def ctrl_c_on():
+    """A shell's background job (`pytest &`) ignores SIGINT and its children inherit that, so DVC would never see
+    the Ctrl-C: give the child the default disposition (then Python turns SIGINT into KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_an_interrupted_pull_completes_when_run_again(shared):
     """SIGINT in the middle of `dvc pull` (a branch with 3,000 small files, a few seconds' pull), then the same
     command again: it completes with every file, and the interrupted run changed no tracked file."""
@@ -381,9 +387,11 @@ def test_an_interrupted_pull_completes_when_run_again(shared):
     sh(["dvc", "push"], writer)
     sh(["git", "push", "-q", "origin", "bulk"], writer)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    for attempt in range(5):  # a pull that outran the signal (a loaded 2-core host) is tried again on a new clone
+    for attempt in range(5):  # a pull that ended before the signal came is tried again on a new clone
         reader = clone(shared, f"reader{attempt}", branch="bulk")
-        pull = subprocess.Popen(["dvc", "pull"], cwd=reader, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        pull = subprocess.Popen(
+            ["dvc", "pull"], cwd=reader, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=ctrl_c_on
+        )
         cache = reader / ".dvc/cache/files/md5"
         deadline = time.monotonic() + 60
         while pull.poll() is None and time.monotonic() < deadline:
