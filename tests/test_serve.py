@@ -290,9 +290,12 @@ def test_too_many_requests_at_once_get_429_and_slow_clients_hold_no_one_else_up(
     try:
         for sock in slow:  # each holds a request slot, sending its body slowly
             sock.sendall(http(PREDICT, b'{"inst', length=1000))
-        time.sleep(0.3)
         assert call("GET", f"{server}/healthz")[0] == 200  # GETs are not counted
-        status, answer, headers = call("POST", f"{server}{PREDICT}", {"instances": [ZEROS]})
+        deadline = time.monotonic() + 10  # until the server has read every slow client's headers (a loaded host)
+        while (answered := call("POST", f"{server}{PREDICT}", {"instances": [ZEROS]}))[0] != 429:
+            assert answered[0] == 200 and time.monotonic() < deadline, answered
+            time.sleep(0.1)
+        status, answer, headers = answered
         assert status == 429 and "--max-pending" in answer["error"] and headers["Retry-After"] == "1", answer
     finally:
         for sock in slow:
