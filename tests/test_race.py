@@ -2,7 +2,7 @@
 
 DVC lets go of its lock while a stage's command runs and reads params.yaml and hashes the outputs again
 only after the command exits; a second `dvc exp run` meanwhile rewrites params.yaml (its executor applies
-its stash) and checks out the outputs its dvc.lock names. So train's record (dvc.lock, run-cache) can pair
+its stash) and checks out the outputs its dvc.lock names. So a stage's record (dvc.lock, run-cache) can pair
 one run's parameters with another's network. The stamps train and package write beside their files
 (records.stamp) are checked by the next stage, which lists the same params, so such a record is refused by
 name wherever it is used, never restored silently. evaluate, the last stage, has nothing after it: its
@@ -87,10 +87,7 @@ def audit(repo):
     for path in (repo / ".dvc/cache/runs").glob("*/*/*"):
         entry = yaml.safe_load(path.read_text())
         entries.append((entry["cmd"].split()[2].removeprefix("stages."), entry))
-    mixed = Counter({"train": 0, "package": 0, "evaluate": 0})
-    for name, record in entries:
-        mixed[name] += any(lies(repo, name, record))
-    return +mixed, other
+    return Counter(name for name, record in entries if any(lies(repo, name, record))), other
 
 
 def exp_run(repo, dropout, **kwargs):
